@@ -1,0 +1,17 @@
+//! BMC drivers for Rivet: Redfish and IPMI 2.0 over LAN (RMCP+), behind capability traits.
+//!
+//! Status: the capability traits and the error type exist; the address parser, the Redfish
+//! and IPMI drivers and the provider registry are being built (see the project's issue 4).
+
+#![forbid(unsafe_code)]
+
+pub mod capability;
+mod error;
+
+pub use capability::{
+    ApplyTime, AttributeSchema, AttributeType, Attributes, Bios, BootDevice, BootMode,
+    BootOverride, BootPersistence, BootTarget, EventSubscription, Events, Firmware,
+    FirmwareComponent, Health, HealthCheck, Inventory, MediaKind, MediaSlot, Power, PowerOffMode,
+    PowerState, Provider, SecureBoot, VirtualMedia, wait_for_power_state,
+};
+pub use error::BmcError;
