@@ -1,0 +1,73 @@
+//! Exit codes and the error report printed before exiting.
+//!
+//! | Code | Meaning |
+//! |------|---------|
+//! | 0    | success |
+//! | 1    | the operation failed (the report says why) |
+//! | 2    | the command line is invalid (printed by clap) |
+//! | 3    | the command exists but is not implemented yet |
+//!
+//! The table is repeated in the user guide (CLI reference); keep them in step.
+
+use std::fmt;
+use std::process::ExitCode;
+
+pub(crate) const FAILURE: u8 = 1;
+pub(crate) const NOT_IMPLEMENTED: u8 = 3;
+
+/// A command that is part of the grammar but not built yet.
+#[derive(Debug)]
+pub(crate) struct NotImplemented {
+    command: &'static str,
+    issue: u32,
+}
+
+impl NotImplemented {
+    pub(crate) fn new(command: &'static str, issue: u32) -> Self {
+        Self { command, issue }
+    }
+}
+
+impl fmt::Display for NotImplemented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` is not implemented yet (planned in issue {}); nothing was done",
+            self.command, self.issue
+        )
+    }
+}
+
+impl std::error::Error for NotImplemented {}
+
+/// The exit code for an error: the first recognised error in the chain decides.
+fn code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<NotImplemented>() {
+            return NOT_IMPLEMENTED;
+        }
+    }
+    FAILURE
+}
+
+/// Prints `err` with its causes to standard error and returns the matching exit code.
+pub(crate) fn report(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    ExitCode::from(code_for(err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_implemented_wins_even_when_wrapped() {
+        let err =
+            anyhow::Error::new(NotImplemented::new("rivet lab", 7)).context("starting the lab");
+        assert_eq!(code_for(&err), NOT_IMPLEMENTED);
+        assert_eq!(code_for(&anyhow::anyhow!("boom")), FAILURE);
+    }
+}

@@ -1,0 +1,37 @@
+//! `rivet`: the command line for Rivet — image tools, BMC control, boot services, the
+//! daemon, its client and the lab.
+
+mod cli;
+mod exit;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command};
+use crate::exit::NotImplemented;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, cli.verbosity());
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => exit::report(&err),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Image(_) => Err(NotImplemented::new("rivet image", 3).into()),
+        Command::Bmc(_) => Err(NotImplemented::new("rivet bmc", 4).into()),
+        Command::Boot(_) => Err(NotImplemented::new("rivet boot", 5).into()),
+        Command::Serve(_) => Err(NotImplemented::new("rivet serve", 7).into()),
+        Command::Host(_) => Err(NotImplemented::new("rivet host", 7).into()),
+        Command::Lab(_) => Err(NotImplemented::new("rivet lab", 7).into()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rivet", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
