@@ -1,0 +1,16 @@
+//! The harness Rivet's tests share.
+//!
+//! Tests run against real software (qemu-img, sushy-tools, ipmi_sim, QEMU, DHCP and TFTP
+//! clients). When one is missing, a test **fails** with a message naming the missing piece
+//! and how to install it; it never skips. Everything here panics instead of returning errors
+//! because it only ever runs inside tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod paths;
+mod process;
+mod tools;
+
+pub use paths::{cargo_bin, fixture, scratch_dir, workspace_root};
+pub use process::{ChildGuard, wait_until};
+pub use tools::{require_root, require_tool, venv_tool};
