@@ -1,11 +1,12 @@
 //! BMC drivers for Rivet: Redfish and IPMI 2.0 over LAN (RMCP+), behind capability traits.
 //!
-//! Status: the capability traits and the error type exist; the address parser, the Redfish
+//! Status: the capability traits, credentials and the error type exist; the address parser, the Redfish
 //! and IPMI drivers and the provider registry are being built (see the project's issue 4).
 
 #![forbid(unsafe_code)]
 
 pub mod capability;
+mod credentials;
 mod error;
 
 pub use capability::{
@@ -14,4 +15,5 @@ pub use capability::{
     FirmwareComponent, Health, HealthCheck, Inventory, MediaKind, MediaSlot, Power, PowerOffMode,
     PowerState, Provider, SecureBoot, VirtualMedia, wait_for_power_state,
 };
+pub use credentials::Credentials;
 pub use error::BmcError;

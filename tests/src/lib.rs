@@ -7,10 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod net;
 mod paths;
 mod process;
+pub mod qemu;
 mod tools;
 
+pub use net::{Netns, free_tcp_port, free_udp_port, tcp_port_open};
 pub use paths::{cargo_bin, fixture, scratch_dir, workspace_root};
 pub use process::{ChildGuard, wait_until};
 pub use tools::{require_root, require_tool, venv_tool};

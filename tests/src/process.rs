@@ -27,6 +27,11 @@ impl ChildGuard {
         self.child.id()
     }
 
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("poll child")
+    }
+
     /// Fails the test if the process has already exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("poll child") {
