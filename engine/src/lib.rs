@@ -4,4 +4,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod drivers;
 pub mod lifecycle;
+pub mod metrics;
+pub mod secrets;
+pub mod sim;
+pub mod store;
