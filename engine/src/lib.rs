@@ -7,6 +7,9 @@
 pub mod drivers;
 pub mod lifecycle;
 pub mod metrics;
+pub mod runtime;
 pub mod secrets;
 pub mod sim;
 pub mod store;
+
+pub use runtime::{Engine, EngineConfig, EngineError, EngineHandle};

@@ -138,7 +138,9 @@ impl StepFailure {
 /// An input to the lifecycle.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// Look at the host again (after enrolment, or when nothing in particular happened).
+    /// The host was just created with [`Host::new`]: record it and start.
+    Enrolled,
+    /// Look at the host again, when nothing in particular happened.
     Reconcile,
     Intent(Intent),
     /// The step dispatched with `token` finished.
@@ -207,6 +209,7 @@ pub fn apply(
         out: Output::default(),
     };
     match event {
+        Event::Enrolled => machine.record(TimelineEvent::Enrolled),
         Event::Reconcile => {}
         Event::Intent(intent) => {
             if let Err(rejected) = machine.intent(intent) {

@@ -76,7 +76,7 @@ impl Rig {
             forgotten: false,
             hardware_stored: 0,
         };
-        rig.send(Event::Reconcile);
+        rig.send(Event::Enrolled);
         rig
     }
 

@@ -20,10 +20,12 @@ struct Job {
     done: oneshot::Sender<CommitResult>,
 }
 
-/// Handle to the writer thread. Dropping it lets the thread finish the queue and exit.
+/// Handle to the writer thread. Dropping it lets the thread finish the queue and exit;
+/// [`Writer::finish`] also waits for that.
 #[derive(Debug)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    thread: thread::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Job {
@@ -36,10 +38,18 @@ impl Writer {
     /// Starts the writer thread for `store`.
     pub fn spawn(store: Store, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("rivet-store-writer".into())
             .spawn(move || run(&store, &queue, &metrics))?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, thread })
+    }
+
+    /// Commits what is queued, then stops the thread (and closes its copy of the store).
+    pub fn finish(self) {
+        drop(self.jobs);
+        if self.thread.join().is_err() {
+            tracing::error!("the store writer panicked");
+        }
     }
 
     /// Queues `batch`; the receiver resolves once it is durable (or failed).
