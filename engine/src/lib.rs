@@ -13,3 +13,5 @@ pub mod sim;
 pub mod store;
 
 pub use runtime::{Engine, EngineConfig, EngineError, EngineHandle};
+pub mod api;
+pub mod config;

@@ -3,6 +3,7 @@
 //! Everything is a relaxed atomic: recording costs a few nanoseconds and never blocks the
 //! engine's loop. Per-state host counts are computed when scraped.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -138,8 +139,8 @@ pub struct Metrics {
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub total: usize,
-    pub by_state: Vec<(ProvisioningState, usize)>,
-    pub by_operational_status: Vec<(OperationalStatus, usize)>,
+    pub by_state: BTreeMap<ProvisioningState, usize>,
+    pub by_operational_status: BTreeMap<OperationalStatus, usize>,
     pub slots_in_use: usize,
     pub slots_waiting: usize,
 }
@@ -314,8 +315,8 @@ mod tests {
         metrics.record_commit(Duration::from_millis(2), 40);
         let summary = Summary {
             total: 3,
-            by_state: vec![(ProvisioningState::Available, 3)],
-            by_operational_status: vec![(OperationalStatus::Ok, 3)],
+            by_state: [(ProvisioningState::Available, 3)].into(),
+            by_operational_status: [(OperationalStatus::Ok, 3)].into(),
             slots_in_use: 1,
             slots_waiting: 0,
         };

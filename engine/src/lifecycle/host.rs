@@ -155,7 +155,11 @@ pub struct HostSpec {
     /// `None`: the host is unmanaged until BMC details are given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bmc: Option<BmcSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "bootMACAddress",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub boot_mac_address: Option<MacAddr>,
     #[serde(default)]
     pub boot_mode: BootMode,

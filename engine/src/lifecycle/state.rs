@@ -107,7 +107,7 @@ impl fmt::Display for ProvisioningState {
 }
 
 /// How a host is doing (`status.operationalStatus`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum OperationalStatus {
     #[serde(rename = "OK")]
     Ok,

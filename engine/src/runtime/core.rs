@@ -665,7 +665,12 @@ impl Core {
             spec: host.spec.clone(),
             bmc_username: (!entry.secrets.bmc_username.is_empty())
                 .then(|| entry.secrets.bmc_username.clone()),
-            status: host.status.clone(),
+            status: {
+                // The token's hash is the engine's business, not the API's.
+                let mut status = host.status.clone();
+                status.agent.token_sha256 = None;
+                status
+            },
             waiting_for: wait_reason(host).map(|reason| reason.to_string()),
             progress,
         })
@@ -707,23 +712,21 @@ impl Core {
     }
 
     fn summary(&self) -> Summary {
-        let mut by_state = BTreeMap::new();
-        let mut by_status: HashMap<_, usize> = HashMap::new();
-        for entry in self.hosts.values() {
-            *by_state.entry(entry.host.status.state).or_insert(0) += 1;
-            *by_status
-                .entry(entry.host.status.operational_status)
-                .or_insert(0) += 1;
-        }
-        let mut by_operational_status: Vec<_> = by_status.into_iter().collect();
-        by_operational_status.sort_by_key(|(status, _)| status.as_str());
-        Summary {
+        let mut summary = Summary {
             total: self.hosts.len(),
-            by_state: by_state.into_iter().collect(),
-            by_operational_status,
             slots_in_use: self.capacity.in_use(),
             slots_waiting: self.capacity.waiting(),
+            ..Summary::default()
+        };
+        for entry in self.hosts.values() {
+            let status = &entry.host.status;
+            *summary.by_state.entry(status.state).or_insert(0) += 1;
+            *summary
+                .by_operational_status
+                .entry(status.operational_status)
+                .or_insert(0) += 1;
         }
+        summary
     }
 
     /// Hosts whose power the sync loop should read: settled, managed, registered.

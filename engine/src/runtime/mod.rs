@@ -34,7 +34,7 @@ use crate::store::writer::Writer;
 use crate::store::{Sealer, Store};
 pub use types::{
     Adoption, BmcAccess, EngineError, EnrollRequest, HostEvent, HostEventKind, HostView, ListQuery,
-    Page, ProgressView, SecretsUpdate, validate_bmc, validate_name,
+    Page, ProgressView, SecretsUpdate, validate_bmc, validate_bmc_address, validate_name,
 };
 
 /// How the engine runs.

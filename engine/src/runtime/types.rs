@@ -59,7 +59,7 @@ pub struct EnrollRequest {
     #[serde(default)]
     pub bmc: Option<BmcAccess>,
     /// Required unless the host boots the agent from virtual media.
-    #[serde(default)]
+    #[serde(default, rename = "bootMACAddress")]
     pub boot_mac_address: Option<MacAddr>,
     #[serde(default)]
     pub boot_mode: BootMode,
@@ -148,13 +148,17 @@ pub fn validate_name(name: &str) -> Result<(), EngineError> {
 /// A BMC address the engine can use, with credentials, and a boot MAC when the boot method
 /// needs one.
 pub fn validate_bmc(bmc: &BmcAccess, mac: Option<MacAddr>) -> Result<(), EngineError> {
-    let kind =
-        BmcKind::classify(&bmc.address).map_err(|err| EngineError::Invalid(err.to_string()))?;
     if bmc.username.is_empty() || bmc.password.is_empty() {
         return Err(EngineError::Invalid(
             "BMC credentials need a user name and a password".into(),
         ));
     }
+    validate_bmc_address(&bmc.address, mac)
+}
+
+/// A BMC address some driver handles, with a boot MAC when its boot method needs one.
+pub fn validate_bmc_address(address: &str, mac: Option<MacAddr>) -> Result<(), EngineError> {
+    let kind = BmcKind::classify(address).map_err(|err| EngineError::Invalid(err.to_string()))?;
     if kind.needs_boot_mac() && mac.is_none() {
         return Err(EngineError::Invalid(format!(
             "bootMACAddress is required: the agent of a {} host is found by its MAC",

@@ -68,6 +68,7 @@ pub struct Faults {
     /// The BMC does not answer (connection refused).
     pub bmc_unreachable: bool,
     /// The BMC accepts only this password (any password when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bmc_password: Option<String>,
     /// Network boots never reach DHCP, so the agent never calls back.
     pub no_dhcp: bool,
