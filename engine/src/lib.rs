@@ -14,4 +14,5 @@ pub mod store;
 
 pub use runtime::{Engine, EngineConfig, EngineError, EngineHandle};
 pub mod api;
+pub mod client;
 pub mod config;

@@ -261,7 +261,7 @@ fn schemas() -> Value {
             json!({
                 "seq": integer(),
                 "at": timestamp(),
-                "type": one_of_strings(&["enrolled", "intent", "stateChanged", "operationStarted", "stepSucceeded", "stepFailed", "waiting", "operationSucceeded", "operationFailed", "operationCancelled", "errorCleared", "resumed", "powerObserved", "agentConnected", "agentDisconnected", "detached", "attached"]),
+                "type": one_of_strings(&["enrolled", "intent", "stateChanged", "operationStarted", "stepSucceeded", "stepFailed", "waiting", "slotGranted", "operationSucceeded", "operationFailed", "operationCancelled", "errorCleared", "resumed", "powerObserved", "agentConnected", "agentDisconnected", "detached", "attached"]),
             }),
         );
         entry["additionalProperties"] = json!(true);

@@ -616,8 +616,15 @@ impl Machine<'_> {
     fn slot_granted(&mut self) {
         match self.host.status.activity.clone() {
             Activity::Delayed {
-                operation, target, ..
+                operation,
+                target,
+                since,
             } => {
+                if self.now > since {
+                    self.record(TimelineEvent::SlotGranted {
+                        waited_ms: millis(self.now.since(since)),
+                    });
+                }
                 self.host.status.slot = true;
                 self.host.status.activity = Activity::Idle;
                 self.set_state(target);
@@ -701,9 +708,9 @@ impl Machine<'_> {
                         target: state,
                         since: self.now,
                     };
+                    // Most requests are granted at once; only a real wait is worth a
+                    // timeline entry, written when the slot comes (see `slot_granted`).
                     self.out.actions.push(Action::AcquireSlot);
-                    let reason = WaitReason::Capacity { operation }.to_string();
-                    self.record(TimelineEvent::Waiting { reason });
                     return false;
                 }
                 self.set_state(state);

@@ -27,6 +27,7 @@ pub struct TimelineEntry {
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum TimelineEvent {
     Enrolled,
     /// A request was accepted.
@@ -60,6 +61,11 @@ pub enum TimelineEvent {
     /// The host waits; `reason` says for what.
     Waiting {
         reason: String,
+    },
+    /// A provisioning slot came after waiting for it.
+    #[serde(rename_all = "camelCase")]
+    SlotGranted {
+        waited_ms: u64,
     },
     #[serde(rename_all = "camelCase")]
     OperationSucceeded {

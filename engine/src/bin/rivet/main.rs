@@ -3,7 +3,9 @@
 
 mod cli;
 mod exit;
+mod host;
 mod logging;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -26,8 +28,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Image(_) => Err(NotImplemented::new("rivet image", 3).into()),
         Command::Bmc(_) => Err(NotImplemented::new("rivet bmc", 4).into()),
         Command::Boot(_) => Err(NotImplemented::new("rivet boot", 5).into()),
-        Command::Serve(_) => Err(NotImplemented::new("rivet serve", 7).into()),
-        Command::Host(_) => Err(NotImplemented::new("rivet host", 7).into()),
+        Command::Serve(args) => serve::run(&args),
+        Command::Host(args) => host::run(*args),
         Command::Lab(_) => Err(NotImplemented::new("rivet lab", 7).into()),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rivet", &mut std::io::stdout());
