@@ -213,6 +213,18 @@ impl Client {
         self.call(Method::GET, "/v1/summary", None::<&()>).await
     }
 
+    /// The Prometheus exposition of `/metrics`.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let response = self.send(Method::GET, "/metrics", None::<&()>).await?;
+        response
+            .text()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: format!("{}/metrics", self.base),
+                source,
+            })
+    }
+
     /// The raw event stream (`text/event-stream`), for `host`'s events or everyone's.
     pub async fn events(&self, host: Option<&str>) -> Result<reqwest::Response, ClientError> {
         let path = match host {

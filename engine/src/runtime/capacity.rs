@@ -11,6 +11,8 @@ pub(super) struct Capacity {
     limit: usize,
     holders: HashSet<HostId>,
     queue: VecDeque<HostId>,
+    /// The members of `queue`, for constant-time checks with thousands queued.
+    queued: HashSet<HostId>,
 }
 
 impl Capacity {
@@ -19,6 +21,7 @@ impl Capacity {
             limit,
             holders: HashSet::new(),
             queue: VecDeque::new(),
+            queued: HashSet::new(),
         }
     }
 
@@ -40,7 +43,7 @@ impl Capacity {
             self.holders.insert(id);
             return true;
         }
-        if !self.queue.contains(&id) {
+        if self.queued.insert(id) {
             self.queue.push_back(id);
         }
         false
@@ -49,13 +52,16 @@ impl Capacity {
     /// Gives back `id`'s slot or takes it out of the queue; returns the hosts granted a
     /// slot as a result.
     pub(super) fn release(&mut self, id: HostId) -> Vec<HostId> {
-        self.queue.retain(|queued| *queued != id);
+        if self.queued.remove(&id) {
+            self.queue.retain(|queued| *queued != id);
+        }
         self.holders.remove(&id);
         let mut granted = Vec::new();
         while self.has_room() {
             let Some(next) = self.queue.pop_front() else {
                 break;
             };
+            self.queued.remove(&next);
             self.holders.insert(next);
             granted.push(next);
         }

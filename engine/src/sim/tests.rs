@@ -64,6 +64,25 @@ fn target(address: &str, method: BootMethod) -> HostTarget {
     }
 }
 
+/// Sets the host's MAC to boot the agent with `token`, then boots it from the network.
+async fn network_boot_agent(drivers: &crate::drivers::Drivers, host: &HostTarget, token: &str) {
+    let entry = BootEntry::Agent {
+        host: host.id,
+        token: AgentToken::new(token.into()),
+    };
+    drivers
+        .boot
+        .set_entry(host.boot_mac.unwrap(), entry)
+        .await
+        .unwrap();
+    drivers
+        .bmc
+        .set_boot(host, &BootInstruction::Network)
+        .await
+        .unwrap();
+    drivers.bmc.power_on(host).await.unwrap();
+}
+
 async fn settle(registry: &Registry, count: usize) {
     for _ in 0..500 {
         if registry.connected.lock().unwrap().len() >= count {
@@ -86,23 +105,7 @@ async fn a_network_boot_into_the_agent_connects_with_the_token() {
     let host = target("sim://m7", BootMethod::NetworkBoot);
     let mac = host.boot_mac.unwrap();
     let since = Timestamp::now();
-    drivers
-        .boot
-        .set_entry(
-            mac,
-            BootEntry::Agent {
-                host: host.id,
-                token: AgentToken::new("tok".into()),
-            },
-        )
-        .await
-        .unwrap();
-    drivers
-        .bmc
-        .set_boot(&host, &BootInstruction::Network)
-        .await
-        .unwrap();
-    drivers.bmc.power_on(&host).await.unwrap();
+    network_boot_agent(&drivers, &host, "tok").await;
     settle(&registry, 1).await;
     let (identity, token) = registry.connected.lock().unwrap()[0].clone();
     assert_eq!(token, "tok");
@@ -195,23 +198,7 @@ async fn faults_make_the_bmc_and_the_network_misbehave() {
         },
     );
     let since = Timestamp::now();
-    drivers
-        .boot
-        .set_entry(
-            host.boot_mac.unwrap(),
-            BootEntry::Agent {
-                host: host.id,
-                token: AgentToken::new("t".into()),
-            },
-        )
-        .await
-        .unwrap();
-    drivers
-        .bmc
-        .set_boot(&host, &BootInstruction::Network)
-        .await
-        .unwrap();
-    drivers.bmc.power_on(&host).await.unwrap();
+    network_boot_agent(&drivers, &host, "t").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(registry.connected.lock().unwrap().is_empty());
     assert_eq!(
@@ -237,23 +224,7 @@ async fn the_journal_lets_machines_outlive_the_process() {
             ..Registry::default()
         });
         drivers.agent.attach(registry.clone());
-        drivers
-            .boot
-            .set_entry(
-                host.boot_mac.unwrap(),
-                BootEntry::Agent {
-                    host: host.id,
-                    token: AgentToken::new("t1".into()),
-                },
-            )
-            .await
-            .unwrap();
-        drivers
-            .bmc
-            .set_boot(&host, &BootInstruction::Network)
-            .await
-            .unwrap();
-        drivers.bmc.power_on(&host).await.unwrap();
+        network_boot_agent(&drivers, &host, "t1").await;
         settle(&registry, 1).await;
         let deploy = crate::drivers::DeployRequest {
             image: crate::lifecycle::ImageSpec {
@@ -298,23 +269,7 @@ async fn a_refused_agent_goes_away() {
     });
     drivers.agent.attach(registry.clone());
     let host = target("sim://r1", BootMethod::NetworkBoot);
-    drivers
-        .boot
-        .set_entry(
-            host.boot_mac.unwrap(),
-            BootEntry::Agent {
-                host: host.id,
-                token: AgentToken::new("bad".into()),
-            },
-        )
-        .await
-        .unwrap();
-    drivers
-        .bmc
-        .set_boot(&host, &BootInstruction::Network)
-        .await
-        .unwrap();
-    drivers.bmc.power_on(&host).await.unwrap();
+    network_boot_agent(&drivers, &host, "bad").await;
     settle(&registry, 1).await;
     for _ in 0..100 {
         if !lab.machine("r1").unwrap().agent_running {
