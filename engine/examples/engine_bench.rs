@@ -93,6 +93,16 @@ struct RunResult {
     /// Rivet only: p99 bound of step durations by step, and over all steps (ms).
     step_p99_ms: BTreeMap<String, f64>,
     retries: usize,
+    /// `/proc/loadavg`'s 1-minute figure when the run started: the machine is shared.
+    #[serde(default)]
+    load_average: f64,
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn now_ms() -> u64 {
@@ -174,6 +184,7 @@ fn name(i: usize) -> String {
 
 async fn rivet(client: Client, load: &Load) -> anyhow::Result<RunResult> {
     let n = load.hosts;
+    let load_at_start = load_average();
     let started = Instant::now();
     let mut phases = Vec::new();
 
@@ -256,6 +267,7 @@ async fn rivet(client: Client, load: &Load) -> anyhow::Result<RunResult> {
         peak_rss_mib: load.pid.and_then(peak_rss_mib),
         step_p99_ms: step_p99(&metrics),
         retries: 0,
+        load_average: load_at_start,
     })
 }
 
@@ -507,6 +519,7 @@ fn parse_ironic_time(text: &str) -> Option<u64> {
 }
 
 async fn ironic(url: &str, load: &Load) -> anyhow::Result<RunResult> {
+    let load_at_start = load_average();
     let ironic = Ironic {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(load.concurrency)
@@ -642,6 +655,7 @@ async fn ironic(url: &str, load: &Load) -> anyhow::Result<RunResult> {
         peak_rss_mib: load.pid.and_then(peak_rss_mib),
         step_p99_ms: BTreeMap::new(),
         retries: ironic.retries.load(std::sync::atomic::Ordering::Relaxed),
+        load_average: load_at_start,
     })
 }
 
@@ -730,10 +744,10 @@ fn report(files: &[PathBuf], machine: &str) -> anyhow::Result<String> {
             ironic.total_seconds / rivet.total_seconds
         ));
     }
-    out.push_str("\n## Totals, peak RSS and step latency\n\n| N | C | tool | total seconds | peak RSS MiB | p99 step latency (all steps) | retries |\n|---|---|---|---|---|---|---|\n");
+    out.push_str("\n## Totals, peak RSS and step latency\n\n| N | C | tool | total seconds | peak RSS MiB | p99 step latency (all steps) | retries | load average at start |\n|---|---|---|---|---|---|---|---|\n");
     for run in &runs {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.1} | {} | {} | {} | {:.1} |\n",
             run.hosts,
             run.concurrency,
             run.tool,
@@ -746,6 +760,7 @@ fn report(files: &[PathBuf], machine: &str) -> anyhow::Result<String> {
                 .map(|ms| format!("≤ {ms} ms"))
                 .unwrap_or_else(|| "–".into()),
             run.retries,
+            run.load_average,
         ));
     }
     if let Some(largest) = runs
