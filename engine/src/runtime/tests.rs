@@ -454,3 +454,58 @@ async fn the_power_sync_loop_enforces_online() {
     );
     engine.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_engine_that_forgot_everything_adopts_running_hosts_without_touching_them() {
+    let lab = lab();
+    let first = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(config(first.path()), lab.drivers())
+            .await
+            .unwrap();
+        let handle = engine.handle();
+        handle.enroll(request(7)).await.unwrap();
+        wait_for(&handle, "host-7", "available", state(S::Available)).await;
+        handle
+            .apply("host-7", Intent::Provision { image: image() })
+            .await
+            .unwrap();
+        wait_for(&handle, "host-7", "provisioned", state(S::Provisioned)).await;
+        engine.shutdown().await.unwrap();
+    }
+    // The store is gone (a new state directory); the machine still runs its image.
+    let second = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(second.path()), lab.drivers())
+        .await
+        .unwrap();
+    let handle = engine.handle();
+    let mut again = request(7);
+    again.adopt = Some(Adoption {
+        image: Some(image()),
+    });
+    handle.enroll(again).await.unwrap();
+    let view = wait_for(&handle, "host-7", "adopted", state(S::Provisioned)).await;
+    assert_eq!(view.status.image.as_ref().unwrap().url, image().url);
+    assert!(view.status.adopted);
+    let steps: Vec<String> = handle
+        .timeline("host-7", 0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|entry| match &entry.event {
+            crate::lifecycle::TimelineEvent::StepSucceeded { step, .. } => {
+                Some(format!("{step:?}"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        ["ValidateBmc", "AdoptBoot"],
+        "adoption touched more than it should"
+    );
+    let machine = lab.machine("m7").unwrap();
+    assert_eq!(machine.disk.as_deref(), Some(image().url.as_str()));
+    assert!(machine.powered_on);
+    engine.shutdown().await.unwrap();
+}
