@@ -17,7 +17,7 @@ use common::{Daemon, journal, settled, sim_host, wait_for};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use rivet_engine::client::{Client, ClientError};
-use rivet_engine::lifecycle::{ImageSpec, ProvisioningState as S};
+use rivet_engine::lifecycle::{Activity, ImageSpec, ProvisioningState as S, StepPhase};
 use rivet_engine::runtime::ListQuery;
 use rivet_engine::sim::Record;
 use serde_json::json;
@@ -46,6 +46,31 @@ where
     panic!("{what}: the daemon never came back");
 }
 
+/// Whether some host has a step in flight — dispatched, not waiting for the agent or a
+/// retry (waiting a few seconds for one); `false` once every host is done.
+async fn steps_in_flight(client: &Client) -> bool {
+    for _ in 0..100 {
+        if let Ok(hosts) = client.list_all(ListQuery::default()).await {
+            let in_flight = |view: &rivet_engine::runtime::HostView| {
+                matches!(
+                    &view.status.activity,
+                    Activity::Running(progress) if progress.phase == StepPhase::InFlight
+                )
+            };
+            if hosts.iter().any(in_flight) {
+                return true;
+            }
+            let done = hosts.len() == usize::from(HOSTS)
+                && hosts.iter().all(|view| view.status.state == S::Provisioned);
+            if done {
+                return false;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_no_host_and_redoes_no_committed_step() {
     let seed: u64 = std::env::var("CHAOS_SEED")
@@ -54,10 +79,10 @@ async fn sigkill_at_random_moments_loses_no_host_and_redoes_no_committed_step() 
         .unwrap_or_else(|| rand::rng().random());
     eprintln!("chaos seed {seed} (CHAOS_SEED={seed} replays the kill times)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let config = "[engine]\nprovisioning_limit = 30\nbackoff_base_ms = 100\nbackoff_max_ms = 500\n\
+    let config = "[engine]\nprovisioning_limit = 20\nbackoff_base_ms = 100\nbackoff_max_ms = 500\n\
          agent_timeout_secs = 10\npower_poll_interval_ms = 10\npower_sync_interval_secs = 0\n\
          [drivers]\nkind = \"simulated\"\n\
-         [drivers.simulated]\nbmc_latency_ms = 3\nboot_latency_ms = 40\nagent_latency_ms = 25\n\
+         [drivers.simulated]\nbmc_latency_ms = 10\nboot_latency_ms = 100\nagent_latency_ms = 300\n\
          journal = \"state/sim.log\"\n";
     let mut daemon = Daemon::start("chaos", config);
     let url = daemon.url();
@@ -88,13 +113,23 @@ async fn sigkill_at_random_moments_loses_no_host_and_redoes_no_committed_step() 
                 .await;
         })
     };
-    for kill in 0..KILLS {
-        let pause = rng.random_range(150..900);
+    let mut kills = 0;
+    for _ in 0..KILLS {
+        let pause = rng.random_range(80..400);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        eprintln!("kill {} after {pause} ms", kill + 1);
+        // Kill while steps are in flight, so that every kill lands mid-operation.
+        if !steps_in_flight(&client).await {
+            break;
+        }
+        kills += 1;
+        eprintln!("kill {kills} after {pause} ms");
         daemon.kill_and_restart();
     }
     workload.await.unwrap();
+    assert!(
+        kills >= 3,
+        "only {kills} kills landed while work was in flight"
+    );
 
     // Everyone gets there.
     let client = Client::new(
@@ -129,7 +164,7 @@ async fn sigkill_at_random_moments_loses_no_host_and_redoes_no_committed_step() 
         usize::from(HOSTS),
         "hosts were lost or duplicated"
     );
-    assert_eq!(daemon.starts, KILLS + 1);
+    assert_eq!(daemon.starts, kills + 1);
 
     // Timelines have no holes: every committed entry survived. And the kills did land in
     // the middle of operations: some steps were picked up again after a restart.
@@ -174,7 +209,7 @@ async fn sigkill_at_random_moments_loses_no_host_and_redoes_no_committed_step() 
         let deploys = ranks.iter().filter(|&&rank| rank == 3).count();
         assert!(deploys >= 1, "{machine} was never written");
         assert!(
-            deploys <= 1 + KILLS as usize,
+            deploys <= 1 + kills as usize,
             "{machine} was written {deploys} times"
         );
     }

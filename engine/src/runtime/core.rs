@@ -292,15 +292,19 @@ impl Core {
                 secrets,
                 reply,
             } => self.request(&name, intents, secrets, reply),
+            // Reads are answered once what they show is durable, so that no one ever sees
+            // a state a crash could take back (and a timeline read next agrees with it).
             Msg::Get { name, reply } => {
                 let view = self.names.get(&name).and_then(|id| self.view(*id));
-                let _ = reply.send(view);
+                self.reply_when_durable(reply, view);
             }
             Msg::List { query, reply } => {
-                let _ = reply.send(self.list(&query));
+                let page = self.list(&query);
+                self.reply_when_durable(reply, page);
             }
             Msg::Summary { reply } => {
-                let _ = reply.send(self.summary());
+                let summary = self.summary();
+                self.reply_when_durable(reply, summary);
             }
             Msg::Store { reply } => {
                 let _ = reply.send(self.store.clone());
@@ -596,6 +600,16 @@ impl Core {
         }
         self.drain_followups();
         self.reply_with_view(id, reply);
+    }
+
+    fn reply_when_durable<T: Send + 'static>(&mut self, reply: oneshot::Sender<T>, value: T) {
+        if self.in_flight.is_none() && self.pending.batch.is_empty() {
+            let _ = reply.send(value);
+            return;
+        }
+        self.pending.effects.push(Effect::Reply(Box::new(move |_| {
+            let _ = reply.send(value);
+        })));
     }
 
     /// Replies with the host as it is now, once the batch holding the change is durable.

@@ -48,14 +48,16 @@ impl AgentDriver for SimAgent {
         if self.0.registry.set(registry).is_err() {
             return;
         }
-        // Agents that were running when the engine stopped connect again, as real ones do.
+        // Agents that were running when the engine stopped connect again, as real ones do,
+        // and machines that were booting one finish booting it.
         let running: Vec<_> = self.0.with_world(|world| {
             world
                 .machines
                 .iter()
                 .filter(|(_, m)| m.power)
                 .filter_map(|(name, m)| {
-                    Some((name.clone(), m.host?, m.mac, m.agent.clone()?, m.generation))
+                    let token = m.agent.clone().or_else(|| m.booting.clone())?;
+                    Some((name.clone(), m.host?, m.mac, token, m.generation))
                 })
                 .collect()
         });

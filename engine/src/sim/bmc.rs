@@ -92,8 +92,16 @@ impl SimBmc {
                 }
                 Boot::Disk => None,
             };
-            if token.is_some() {
+            if let Some(token) = &token {
                 world.seen.entry(host.id).or_default().agent_fetched = Some(now);
+                // Journalled, so that a boot interrupted by the daemon's death goes on
+                // after it restarts, as a real machine's would.
+                let record = Record::Booting {
+                    m: name.to_owned(),
+                    token: token.clone(),
+                };
+                world.apply(&record);
+                lab.log(&record);
             }
             token.map(|token| (token, generation))
         });
@@ -124,6 +132,7 @@ impl SimLab {
                 }
                 if machine.agent.as_deref() != Some(token.as_str()) {
                     machine.agent = Some(token.clone());
+                    machine.booting = None;
                     lab.log(&Record::Agent {
                         m: name.clone(),
                         token: Some(token.clone()),

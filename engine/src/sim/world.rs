@@ -41,6 +41,8 @@ pub(super) struct Machine {
     pub disk: Option<String>,
     /// The token of the agent running on the machine, if one is.
     pub agent: Option<String>,
+    /// The token of the agent the machine is booting, until it is up.
+    pub booting: Option<String>,
     pub mac: Option<MacAddr>,
     pub host: Option<HostId>,
     pub faults: Faults,
@@ -99,12 +101,18 @@ impl World {
                 machine.generation += 1;
                 if !on {
                     machine.agent = None;
+                    machine.booting = None;
                 }
             }
             Record::NextBoot { m, boot } => self.machine(m).next_boot = *boot,
             Record::Persistent { m, boot } => self.machine(m).persistent = Some(*boot),
             Record::Media { m, url } => self.machine(m).media = url.clone(),
-            Record::Agent { m, token } => self.machine(m).agent = token.clone(),
+            Record::Agent { m, token } => {
+                let machine = self.machine(m);
+                machine.agent = token.clone();
+                machine.booting = None;
+            }
+            Record::Booting { m, token } => self.machine(m).booting = Some(token.clone()),
             Record::Entry { mac, entry } => match entry {
                 Some(entry) => {
                     self.entries.insert(*mac, entry.clone());
@@ -152,6 +160,11 @@ pub enum Record {
     Agent {
         m: String,
         token: Option<String>,
+    },
+    /// The machine started booting an agent with `token`.
+    Booting {
+        m: String,
+        token: String,
     },
     Entry {
         mac: MacAddr,
