@@ -202,6 +202,17 @@ impl Core {
     ) -> Result<(), EngineError> {
         let mut stopping: Option<oneshot::Sender<()>> = None;
         loop {
+            // Due timers first: under a steady stream of messages the select below would
+            // otherwise always find the inbox ready and starve them.
+            let now = Timestamp::now();
+            if stopping.is_none()
+                && self
+                    .timers
+                    .peek()
+                    .is_some_and(|Reverse((at, _))| *at <= now)
+            {
+                self.fire_timers();
+            }
             self.flush();
             if stopping.is_some() && self.in_flight.is_none() && self.pending.effects.is_empty() {
                 break;
