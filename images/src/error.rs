@@ -144,6 +144,9 @@ pub enum SourceError {
         attempts: u32,
         message: String,
     },
+    /// TLS failed (an untrusted or invalid certificate); retrying cannot help.
+    #[error("{url}: TLS failed: {message}")]
+    Tls { url: String, message: String },
     /// The server's answers contradict each other (content changed, bad ranges).
     #[error("{url}: {reason}")]
     Inconsistent { url: String, reason: String },

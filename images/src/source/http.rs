@@ -84,6 +84,26 @@ fn describe(err: reqwest::Error) -> String {
     message
 }
 
+/// Whether a request failed in the TLS handshake (certificate trouble): not worth retrying.
+fn is_tls_error(err: &reqwest::Error) -> bool {
+    std::error::Error::source(err).is_some_and(contains_tls_error)
+}
+
+fn contains_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    if err.is::<rustls::Error>() {
+        return true;
+    }
+    // TLS errors surface inside (nested) io::Errors, whose `source()` skips what they wrap.
+    if let Some(inner) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && contains_tls_error(inner)
+    {
+        return true;
+    }
+    err.source().is_some_and(contains_tls_error)
+}
+
 fn content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
     let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
     let rest = value.trim().strip_prefix("bytes ")?;
@@ -153,10 +173,19 @@ impl HttpSource {
                 request = request.header(IF_RANGE, validator.clone());
             }
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| Attempt::Retry(describe(err)))?;
+        let response = request.send().await.map_err(|err| {
+            if is_tls_error(&err) {
+                Attempt::Fatal(
+                    SourceError::Tls {
+                        url: self.shown.clone(),
+                        message: describe(err),
+                    }
+                    .into(),
+                )
+            } else {
+                Attempt::Retry(describe(err))
+            }
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
