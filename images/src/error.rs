@@ -17,9 +17,10 @@ pub enum ImageError {
     /// Reading the image failed (network, HTTP status, file system).
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// The image is unsafe or in a format Rivet does not write.
+    /// The image is unsafe or in a format Rivet does not write. (The reason is part of the
+    /// message, not a separate source, so error chains print it once.)
     #[error("image refused: {0}")]
-    Refused(#[from] Refusal),
+    Refused(Refusal),
     /// The image's digest differs from the expected one.
     #[error(
         "checksum mismatch: expected {algorithm} {expected}, but the image as downloaded has {actual}"
@@ -92,6 +93,12 @@ impl ImageError {
     /// failed).
     pub fn target_modified(&self) -> bool {
         matches!(self, Self::Wiped { .. } | Self::WipeFailed { .. })
+    }
+}
+
+impl From<Refusal> for ImageError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
     }
 }
 

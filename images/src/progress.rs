@@ -56,6 +56,28 @@ pub enum StreamingMode {
     ForwardOnly,
 }
 
+impl std::fmt::Display for StreamingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sequential => "sequential",
+            Self::MetadataFirst => "tables first, then one sequential pass",
+            Self::ForwardOnly => "forward-only",
+        })
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Opening => "opening",
+            Self::Metadata => "tables",
+            Self::Streaming => "streaming",
+            Self::Committing => "committing",
+            Self::Done => "done",
+        })
+    }
+}
+
 /// A verified digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifiedDigest {

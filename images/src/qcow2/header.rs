@@ -41,6 +41,15 @@ pub enum ClusterCompression {
     Zstd,
 }
 
+impl std::fmt::Display for ClusterCompression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Deflate => "deflate (zlib)",
+            Self::Zstd => "zstd",
+        })
+    }
+}
+
 /// A parsed and vetted qcow2 header.
 ///
 /// Only images Rivet can write safely parse: everything the safety inspector refuses is an

@@ -6,6 +6,8 @@
 //! | 1    | the operation failed (the report says why) |
 //! | 2    | the command line is invalid (printed by clap) |
 //! | 3    | the command exists but is not implemented yet |
+//! | 4    | verification failed (checksum mismatch) |
+//! | 5    | image refused (unsafe or unsupported format) |
 //!
 //! The table is repeated in the user guide (CLI reference); keep them in step.
 
@@ -14,6 +16,8 @@ use std::process::ExitCode;
 
 pub(crate) const FAILURE: u8 = 1;
 pub(crate) const NOT_IMPLEMENTED: u8 = 3;
+pub(crate) const VERIFICATION_FAILED: u8 = 4;
+pub(crate) const IMAGE_REFUSED: u8 = 5;
 
 /// A command that is part of the grammar but not built yet.
 #[derive(Debug)]
@@ -46,6 +50,14 @@ fn code_for(err: &anyhow::Error) -> u8 {
         if cause.is::<NotImplemented>() {
             return NOT_IMPLEMENTED;
         }
+        if let Some(image) = cause.downcast_ref::<rivet_images::ImageError>() {
+            if image.is_verification_failure() {
+                return VERIFICATION_FAILED;
+            }
+            if image.is_refusal() {
+                return IMAGE_REFUSED;
+            }
+        }
     }
     FAILURE
 }
@@ -69,5 +81,22 @@ mod tests {
             anyhow::Error::new(NotImplemented::new("rivet lab", 7)).context("starting the lab");
         assert_eq!(code_for(&err), NOT_IMPLEMENTED);
         assert_eq!(code_for(&anyhow::anyhow!("boom")), FAILURE);
+    }
+
+    #[test]
+    fn image_verification_and_refusal_have_their_own_codes() {
+        let mismatch = rivet_images::ImageError::Wiped {
+            cause: Box::new(rivet_images::ImageError::ChecksumMismatch {
+                algorithm: rivet_images::ChecksumAlgorithm::Sha256,
+                expected: "a".into(),
+                actual: "b".into(),
+            }),
+        };
+        let err = anyhow::Error::new(mismatch).context("writing");
+        assert_eq!(code_for(&err), VERIFICATION_FAILED);
+        let refused = anyhow::Error::new(rivet_images::ImageError::Refused(
+            rivet_images::Refusal::Empty,
+        ));
+        assert_eq!(code_for(&refused), IMAGE_REFUSED);
     }
 }

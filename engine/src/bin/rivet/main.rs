@@ -3,6 +3,7 @@
 
 mod cli;
 mod exit;
+mod image;
 mod logging;
 
 use std::process::ExitCode;
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Image(_) => Err(NotImplemented::new("rivet image", 3).into()),
+        Command::Image(args) => image::run(args),
         Command::Bmc(_) => Err(NotImplemented::new("rivet bmc", 4).into()),
         Command::Boot(_) => Err(NotImplemented::new("rivet boot", 5).into()),
         Command::Serve(_) => Err(NotImplemented::new("rivet serve", 7).into()),
