@@ -208,13 +208,13 @@ async fn run(
         target: sink.target().kind(),
         elapsed: progress.started().elapsed(),
     };
-    tracing::info!(
+    tracing::debug!(
         format = %report.format,
         compression = %report.compression,
         virtual_size = report.virtual_size,
         bytes_read = report.bytes_read,
         bytes_written = report.bytes_written,
-        mode = ?report.mode,
+        mode = %report.mode,
         verified = report.digest.is_some(),
         seconds = report.elapsed.as_secs_f64(),
         "image written"

@@ -328,11 +328,11 @@ fn print_report(out: &mut impl Write, report: &WriteReport) -> std::io::Result<(
     let seconds = report.elapsed.as_secs_f64();
     writeln!(
         out,
-        "wrote {} {} image ({} virtual) in {seconds:.2} s",
+        "wrote a {}{} image ({} virtual) in {seconds:.2} s",
         report.format,
         match report.compression {
-            rivet_images::Container::None => String::from("uncompressed"),
-            other => format!("{other}-compressed"),
+            rivet_images::Container::None => String::new(),
+            other => format!(" (inside {other})"),
         },
         human(report.virtual_size)
     )?;
