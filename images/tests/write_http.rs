@@ -21,7 +21,7 @@ use rivet_tests::{
 };
 use sha2::{Digest, Sha256, Sha512};
 
-use common::{corpus, mixed_raw, reference_raw, run};
+use common::{corpus, corpus_of, mixed_raw, reference_raw, run};
 
 fn fast_http() -> HttpOptions {
     HttpOptions {
@@ -123,7 +123,7 @@ async fn qcow2_variants_over_http_with_and_without_range() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resized_qcow2_needs_range_or_room_to_park() {
     let dir = scratch_dir("http-resized");
-    let images = corpus(dir.path());
+    let images = corpus_of(dir.path(), &["resized"]);
     let resized = images.iter().find(|image| image.name == "resized").unwrap();
     let without_range = python_http_server(dir.path());
     let target = dir.path().join("target.raw");

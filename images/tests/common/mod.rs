@@ -185,72 +185,93 @@ fn vm_writes(image: &Path, dir: &Path, virtual_mib: u64, cluster: u64, seed: u64
 
 /// Every qcow2 variant the pipeline must write byte-identically to `qemu-img convert -O raw`.
 pub(crate) fn corpus(dir: &Path) -> Vec<Image> {
+    corpus_of(dir, &[])
+}
+
+/// The named variants only (all of them when `names` is empty).
+pub(crate) fn corpus_of(dir: &Path, names: &[&str]) -> Vec<Image> {
+    let wanted = |name: &str| names.is_empty() || names.contains(&name);
     let base = dir.join("base.raw");
     mixed_raw(&base, 24, 7);
     let small = dir.join("small.raw");
     mixed_raw(&small, 4, 11);
 
-    let mut images = vec![
-        convert(dir, &base, "plain-64k", &[]),
-        convert(dir, &small, "cluster-512", &["-o", "cluster_size=512"]),
-        convert(dir, &base, "cluster-4k", &["-o", "cluster_size=4096"]),
-        convert(dir, &base, "cluster-2m", &["-o", "cluster_size=2M"]),
-        convert(dir, &base, "zlib", &["-c"]),
-        convert(dir, &base, "zstd", &["-c", "-o", "compression_type=zstd"]),
-        convert(dir, &small, "zlib-512", &["-c", "-o", "cluster_size=512"]),
-        convert(
-            dir,
-            &base,
+    let converted: [(&'static str, &Path, &[&str]); 14] = [
+        ("plain-64k", &base, &[]),
+        ("cluster-512", &small, &["-o", "cluster_size=512"]),
+        ("cluster-4k", &base, &["-o", "cluster_size=4096"]),
+        ("cluster-2m", &base, &["-o", "cluster_size=2M"]),
+        ("zlib", &base, &["-c"]),
+        ("zstd", &base, &["-c", "-o", "compression_type=zstd"]),
+        ("zlib-512", &small, &["-c", "-o", "cluster_size=512"]),
+        (
             "zstd-2m",
+            &base,
             &["-c", "-o", "compression_type=zstd,cluster_size=2M"],
         ),
-        convert(dir, &base, "out-of-order", &["-W", "-m", "16"]),
-        convert(
-            dir,
-            &base,
+        ("out-of-order", &base, &["-W", "-m", "16"]),
+        (
             "out-of-order-zstd",
+            &base,
             &["-W", "-m", "16", "-c", "-o", "compression_type=zstd"],
         ),
-        convert(
-            dir,
-            &base,
+        (
             "prealloc-metadata",
+            &base,
             &["-o", "preallocation=metadata"],
         ),
-        convert(dir, &base, "extended-l2", &["-o", "extended_l2=on"]),
-        convert(
-            dir,
-            &base,
-            "extended-l2-zlib",
-            &["-c", "-o", "extended_l2=on"],
-        ),
-        convert(dir, &base, "v2", &["-o", "compat=0.10"]),
-        create(dir, "empty", "16M", ""),
+        ("extended-l2", &base, &["-o", "extended_l2=on"]),
+        ("extended-l2-zlib", &base, &["-c", "-o", "extended_l2=on"]),
+        ("v2", &base, &["-o", "compat=0.10"]),
     ];
+    let mut images: Vec<Image> = converted
+        .into_iter()
+        .filter(|(name, _, _)| wanted(name))
+        .map(|(name, source, options)| convert(dir, source, name, options))
+        .collect();
+    if wanted("empty") {
+        images.push(create(dir, "empty", "16M", ""));
+    }
+    let vm_written: [(&'static str, &str, &str, u64, u64, u64); 3] = [
+        ("vm-written", "32M", "", 32, 65536, 21),
+        (
+            "vm-written-extl2",
+            "32M",
+            "extended_l2=on,cluster_size=64k",
+            32,
+            65536,
+            22,
+        ),
+        (
+            "vm-written-4k-zstd",
+            "16M",
+            "cluster_size=4096,compression_type=zstd",
+            16,
+            4096,
+            23,
+        ),
+    ];
+    for (name, size, options, mib, cluster, seed) in vm_written {
+        if wanted(name) {
+            let image = create(dir, name, size, options);
+            vm_writes(&image.path, dir, mib, cluster, seed);
+            images.push(image);
+        }
+    }
+    if wanted("resized") {
+        images.push(resized(dir));
+    }
+    if wanted("odd-size") {
+        images.push(odd_size(dir));
+    }
+    if wanted("zero-clusters") {
+        images.push(zero_clusters(dir, &base));
+    }
+    images
+}
 
-    let vm = create(dir, "vm-written", "32M", "");
-    vm_writes(&vm.path, dir, 32, 65536, 21);
-    images.push(vm);
-
-    let vm_ext = create(
-        dir,
-        "vm-written-extl2",
-        "32M",
-        "extended_l2=on,cluster_size=64k",
-    );
-    vm_writes(&vm_ext.path, dir, 32, 65536, 22);
-    images.push(vm_ext);
-
-    let vm_small = create(
-        dir,
-        "vm-written-4k-zstd",
-        "16M",
-        "cluster_size=4096,compression_type=zstd",
-    );
-    vm_writes(&vm_small.path, dir, 16, 4096, 23);
-    images.push(vm_small);
-
-    // Growing past what the L1 table covers moves it to the end of the file.
+/// Growing past what the L1 table covers moves it to the end of the file.
+fn resized(dir: &Path) -> Image {
     let resized = create(dir, "resized", "12M", "cluster_size=4096");
     vm_writes(&resized.path, dir, 12, 4096, 24);
     qemu_img(&[
@@ -268,9 +289,11 @@ pub(crate) fn corpus(dir: &Path) -> Vec<Image> {
             "write -q -P 98 13M 8k".into(),
         ],
     );
-    images.push(resized);
+    resized
+}
 
-    // A virtual size that is not a multiple of the cluster size, with data in the last cluster.
+/// A virtual size that is not a multiple of the cluster size, with data in the last cluster.
+fn odd_size(dir: &Path) -> Image {
     let odd = create(dir, "odd-size", "10485760", "cluster_size=65536");
     qemu_img(&[
         "resize",
@@ -287,9 +310,11 @@ pub(crate) fn corpus(dir: &Path) -> Vec<Image> {
             "write -q -P 8 0 4096".into(),
         ],
     );
-    images.push(odd);
+    odd
+}
 
-    let zeros = convert(dir, &base, "zero-clusters", &[]);
+fn zero_clusters(dir: &Path, base: &Path) -> Image {
+    let zeros = convert(dir, base, "zero-clusters", &[]);
     qemu_io(
         &zeros.path,
         &[
@@ -298,6 +323,5 @@ pub(crate) fn corpus(dir: &Path) -> Vec<Image> {
             "discard -q 8M 1M".into(),
         ],
     );
-    images.push(zeros);
-    images
+    zeros
 }
