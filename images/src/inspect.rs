@@ -180,7 +180,7 @@ async fn decompressed_head(
 ) -> Result<DetectedHead, ImageError> {
     let (tx, rx) = mpsc::channel(2);
     let reader = tokio::task::spawn_blocking(move || {
-        let mut chunks = crate::pipeline::chunks(rx, container)?;
+        let mut chunks = crate::pipeline::chunks(rx, container, crate::pipeline::buffer_pool())?;
         let head = chunks.peek(DETECTION_LEN)?;
         let format = DiskFormat::detect(&head);
         let header = (format == DiskFormat::Qcow2)
@@ -189,7 +189,13 @@ async fn decompressed_head(
     });
     let progress = Arc::new(ProgressState::new(None));
     // The reader stops listening once it has seen enough; the pump then ends early.
-    let pumped = opened.pump(Fanout::new(vec![tx]), progress).await;
+    let pumped = opened
+        .pump(
+            Fanout::new(vec![tx]),
+            progress,
+            crate::pipeline::buffer_pool(),
+        )
+        .await;
     let detected = reader
         .await
         .map_err(|err| ImageError::Internal(err.to_string()))?;

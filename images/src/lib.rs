@@ -84,6 +84,7 @@ pub mod format;
 mod inspect;
 mod options;
 mod pipeline;
+mod pool;
 mod progress;
 pub mod qcow2;
 mod sink;

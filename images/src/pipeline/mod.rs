@@ -24,9 +24,11 @@ use crate::checksum::{ExpectedDigest, Hasher, parse_checksum_file};
 use crate::error::{ImageError, Refusal};
 use crate::format::{Container, DiskFormat};
 use crate::options::{ChecksumValue, HttpOptions, ImageSource, WriteOptions};
+use crate::pool::BufferPool;
 use crate::progress::{Phase, ProgressState, VerifiedDigest, WriteReport};
 use crate::qcow2::{Action, Header, Mapper, Qcow2Error};
 use crate::sink::Sink;
+use crate::source::CHUNK;
 use crate::source::{Fanout, Msg, Opened, PumpError, fetch_small};
 use crate::target::Target;
 
@@ -36,8 +38,15 @@ pub(crate) use writer::{check_format, parse_streamed_header as streamed_header, 
 pub(crate) fn chunks(
     rx: mpsc::Receiver<Msg>,
     container: Container,
+    pool: BufferPool,
 ) -> Result<stream::Chunks, ImageError> {
-    stream::Chunks::new(stream::ChannelReader::new(rx), container)
+    stream::Chunks::new(stream::ChannelReader::new(rx), container, pool)
+}
+
+/// Buffers for one write: chunks in flight on both channels, in the decoder and in the
+/// writer, with room to spare.
+pub(crate) fn buffer_pool() -> BufferPool {
+    BufferPool::new(CHUNK, 4 * CHANNEL_DEPTH)
 }
 
 /// Channel depth per consumer, in chunks of about 1 MiB.
@@ -140,15 +149,17 @@ async fn run(
         let algorithm = expected.algorithm();
         tokio::task::spawn_blocking(move || hash(rx, algorithm))
     });
+    let pool = buffer_pool();
     let writer_sink = Arc::clone(sink);
+    let writer_pool = pool.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        let chunks = stream::Chunks::new(stream::ChannelReader::new(writer_rx), container)?;
+        let chunks = chunks(writer_rx, container, writer_pool)?;
         writer::run(chunks, plan, &writer_sink)
     });
 
     progress.phase(Phase::Streaming);
     let pumped = opened
-        .pump(Fanout::new(senders), Arc::clone(progress))
+        .pump(Fanout::new(senders), Arc::clone(progress), pool)
         .await;
     let written = writer
         .await

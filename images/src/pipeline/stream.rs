@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{ImageError, Refusal};
 use crate::format::Container;
+use crate::pool::BufferPool;
 use crate::source::{CHUNK, Msg};
 
 /// The source stopped without reaching its end (its own error is reported instead).
@@ -76,6 +77,7 @@ impl BufRead for ChannelReader {
 /// A stream of the image's (decompressed) bytes in file order.
 pub(crate) struct Chunks {
     inner: Inner,
+    pool: BufferPool,
     /// Bytes put back after peeking.
     pushed_back: VecDeque<Bytes>,
     produced: u64,
@@ -98,7 +100,11 @@ impl std::fmt::Debug for Chunks {
 }
 
 impl Chunks {
-    pub(crate) fn new(reader: ChannelReader, container: Container) -> Result<Self, ImageError> {
+    pub(crate) fn new(
+        reader: ChannelReader,
+        container: Container,
+        pool: BufferPool,
+    ) -> Result<Self, ImageError> {
         let inner = match container {
             Container::None => Inner::Plain(reader),
             Container::Gzip => {
@@ -112,6 +118,7 @@ impl Chunks {
         };
         Ok(Self {
             inner,
+            pool,
             pushed_back: VecDeque::new(),
             produced: 0,
             cap: None,
@@ -141,7 +148,9 @@ impl Chunks {
             Some(bytes) => Some(bytes),
             None => match &mut self.inner {
                 Inner::Plain(reader) => reader.next_chunk().map_err(|_| aborted())?,
-                Inner::Decoded(decoder) => read_decoded(decoder.as_mut(), self.container)?,
+                Inner::Decoded(decoder) => {
+                    read_decoded(decoder.as_mut(), self.container, &self.pool)?
+                }
             },
         };
         if let Some(bytes) = &chunk {
@@ -184,11 +193,15 @@ fn aborted() -> ImageError {
     ImageError::Internal(SourceAborted.to_string())
 }
 
-fn read_decoded(decoder: &mut dyn Read, container: Container) -> Result<Option<Bytes>, ImageError> {
-    let mut buf = Vec::with_capacity(CHUNK);
+fn read_decoded(
+    decoder: &mut dyn Read,
+    container: Container,
+    pool: &BufferPool,
+) -> Result<Option<Bytes>, ImageError> {
+    let mut buf = pool.take();
     match decoder.take(CHUNK as u64).read_to_end(&mut buf) {
         Ok(0) => Ok(None),
-        Ok(_) => Ok(Some(Bytes::from(buf))),
+        Ok(_) => Ok(Some(pool.freeze(buf))),
         Err(err)
             if err
                 .get_ref()

@@ -16,6 +16,7 @@ use super::{Coalescer, Fanout, PumpError, head_of};
 use crate::error::{ImageError, SourceError, redact_url};
 use crate::format::DETECTION_LEN;
 use crate::options::HttpOptions;
+use crate::pool::BufferPool;
 use crate::progress::ProgressState;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -439,8 +440,9 @@ impl HttpSource {
         self,
         fanout: Fanout,
         progress: Arc<ProgressState>,
+        pool: BufferPool,
     ) -> Result<u64, PumpError> {
-        let mut coalescer = Coalescer::default();
+        let mut coalescer = Coalescer::new(pool);
         let mut position = 0u64;
         let continuing = self.continuing.lock().ok().and_then(|mut slot| slot.take());
         let mut response = match continuing {

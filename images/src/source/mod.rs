@@ -7,12 +7,13 @@ mod http;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::error::ImageError;
 use crate::format::DETECTION_LEN;
 use crate::options::{HttpOptions, ImageSource};
+use crate::pool::BufferPool;
 use crate::progress::ProgressState;
 
 pub(crate) use http::{HttpSource, fetch_small};
@@ -105,26 +106,37 @@ impl From<crate::error::SourceError> for PumpError {
     }
 }
 
-/// Joins small network reads into chunks of at least [`CHUNK`] / 2 bytes.
-#[derive(Debug, Default)]
+/// Joins small network reads into chunks of at least [`CHUNK`] / 2 bytes (never more than
+/// [`CHUNK`], so pooled buffers never grow).
+#[derive(Debug)]
 struct Coalescer {
-    pending: BytesMut,
+    pool: BufferPool,
+    pending: Vec<u8>,
 }
 
 impl Coalescer {
+    fn new(pool: BufferPool) -> Self {
+        Self {
+            pool,
+            pending: Vec::new(),
+        }
+    }
+
     fn push(&mut self, bytes: Bytes) -> Option<Bytes> {
         if self.pending.is_empty() && bytes.len() >= CHUNK / 2 {
             return Some(bytes);
         }
         if self.pending.capacity() == 0 {
-            self.pending.reserve(CHUNK);
+            self.pending = self.pool.take();
         }
         self.pending.extend_from_slice(&bytes);
-        (self.pending.len() >= CHUNK / 2).then(|| self.pending.split().freeze())
+        (self.pending.len() >= CHUNK / 2)
+            .then(|| self.flush())
+            .flatten()
     }
 
     fn flush(&mut self) -> Option<Bytes> {
-        (!self.pending.is_empty()).then(|| self.pending.split().freeze())
+        (!self.pending.is_empty()).then(|| self.pool.freeze(std::mem::take(&mut self.pending)))
     }
 }
 
@@ -191,10 +203,11 @@ impl Opened {
         self,
         fanout: Fanout,
         progress: Arc<ProgressState>,
+        pool: BufferPool,
     ) -> Result<u64, PumpError> {
         match self.reader {
-            Reader::File(file) => file.pump(fanout, progress).await,
-            Reader::Http(http) => http.pump(fanout, progress).await,
+            Reader::File(file) => file.pump(fanout, progress, pool).await,
+            Reader::Http(http) => http.pump(fanout, progress, pool).await,
         }
     }
 }
