@@ -206,6 +206,22 @@ async fn devices_in_use_too_small_or_failed_are_handled() {
         device.read().iter().all(|&b| b == 0xCD),
         "the device was touched"
     );
+    let big_raw = dir.path().join("big.raw");
+    std::fs::File::create(&big_raw)
+        .unwrap()
+        .set_len(DEVICE_SIZE + 512)
+        .unwrap();
+    let err = write(&big_raw, &device.device, &WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ImageError::Refused(Refusal::TooLarge { .. })),
+        "{err:?}"
+    );
+    assert!(
+        device.read().iter().all(|&b| b == 0xCD),
+        "a raw image too large touched it"
+    );
 
     // A checksum mismatch after writing: both ends of the device are wiped.
     let wrong = WriteOptions {

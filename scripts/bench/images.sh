@@ -13,7 +13,8 @@
 #     verifying sha256 inline, vs the IPA path: download into tmpfs (the ramdisk), sha256sum,
 #     then `qemu-img convert -t directsync -W -O raw` (qcow2) or pigz/zstd (raw.*).
 #
-# Wall time is the median of $RUNS runs; peak RSS (VmHWM via /usr/bin/time) the largest.
+# Wall time is the median of $RUNS runs (interleaved between the tools compared); peak RSS
+# (/usr/bin/time's maximum resident set) the largest of them.
 # Results: target/bench/images.md. Needs ~7 GiB free on disk and 4 GiB in /dev/shm.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +23,7 @@ rivet=$root/target/release/rivet
 [ -x "$rivet" ] || cargo build --quiet --release -p rivet-engine --bin rivet
 work=$root/target/bench/images-work
 report=$root/target/bench/images.md
-runs=${RUNS:-3}
+runs=${RUNS:-5}
 target=/dev/shm/rivet-bench-target.raw
 download=/dev/shm/rivet-bench-download
 mkdir -p "$work"
@@ -85,22 +86,21 @@ for port in "$range_port" "$plain_port"; do
 done
 
 # --- measuring ----------------------------------------------------------------------------
-# measure <command…>: runs it $runs times after a sync; sets wall (median, s) and rss (max, KiB).
-measure() {
-  local times=() peak=0 out
-  for _ in $(seq "$runs"); do
-    rm -f "$target" "$download"
-    sync
-    out=$(mktemp)
-    /usr/bin/time -f "%e %M" -o "$out" "$@" >/dev/null 2>"$out.err" || {
-      echo "bench: failed: $*" >&2; cat "$out.err" >&2; exit 1; }
-    read -r t m < <(tail -1 "$out")
-    times+=("$t")
-    [ "$m" -gt "$peak" ] && peak=$m
-    rm -f "$out" "$out.err"
-  done
-  wall=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  rss=$peak
+# Tools compared with each other run interleaved (A B C, A B C, …) so that the load other
+# builds put on this shared machine falls on all of them alike.
+rows=()
+names=() commands=() checks=() kinds=()
+add() { names+=("$1"); commands+=("$2"); checks+=("$3"); kinds+=("$4"); }
+
+one_run() { # command → sets t (s) and m (KiB)
+  local out
+  rm -f "$target" "$download"
+  sync
+  out=$(mktemp)
+  /usr/bin/time -f "%e %M" -o "$out" bash -c "$1" >/dev/null 2>"$out.err" || {
+    echo "bench: failed: $1" >&2; cat "$out.err" >&2; exit 1; }
+  read -r t m < <(tail -1 "$out")
+  rm -f "$out" "$out.err"
 }
 
 check_output() {
@@ -109,13 +109,35 @@ check_output() {
   [ "$got" = "$reference_sha" ] || { echo "bench: $1 wrote a different disk" >&2; exit 1; }
 }
 
-rows=()
 row() { # image case tool wall rss baseline_wall
   local mbs ratio
   mbs=$(awk -v b="$logical" -v t="$4" 'BEGIN {printf "%.0f", b / 1048576 / t}')
   ratio=$(awk -v r="$6" -v t="$4" 'BEGIN {printf "%.2f×", r / t}')
   rows+=("| $1 | $2 | $3 | $4 | $mbs | $(( $5 / 1024 )) | $ratio |")
-  printf '%-22s %-26s %-44s %6ss %6s MiB/s %5s MiB RSS  %s\n' "$1" "$2" "$3" "$4" "$mbs" "$(( $5 / 1024 ))" "$ratio"
+  printf '%-22s %-22s %-40s %6ss %6s MiB/s %4s MiB  %s\n' "$1" "$2" "$3" "$4" "$mbs" "$(( $5 / 1024 ))" "$ratio"
+}
+
+# Runs the cases added since the last call; the first one is the baseline of each group.
+measure_group() { # image-label case-label
+  local n=${#commands[@]} r i
+  local -a walls rss
+  for ((i = 0; i < n; i++)); do walls[i]=""; rss[i]=0; done
+  for ((r = 0; r < runs; r++)); do
+    for ((i = 0; i < n; i++)); do
+      one_run "${commands[i]}"
+      [ "${checks[i]}" = yes ] && check_output "${names[i]}"
+      walls[i]+="$t "
+      [ "$m" -gt "${rss[i]}" ] && rss[i]=$m
+    done
+  done
+  local base
+  for ((i = 0; i < n; i++)); do
+    local median
+    median=$(printf '%s\n' ${walls[i]} | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    [ "$i" -eq 0 ] && base=$median
+    row "$1" "$2" "${names[i]}" "$median" "${rss[i]}" "$base"
+  done
+  names=() commands=() checks=() kinds=()
 }
 
 # IPA's qemu-img uses -t directsync on the device; tmpfs has no O_DIRECT, so writeback here.
@@ -139,36 +161,28 @@ for image in "${images[@]}"; do
   name=${label[$image]}
 
   # 1. local file → file
-  measure "$rivet" -q image write "$image" "$target" --progress none
-  check_output "rivet ($image)"
-  rivet_wall=$wall rivet_rss=$rss
   case $image in
-    *.qcow2) measure qemu-img convert -t writeback -f qcow2 -O raw "$image" "$target"
-             check_output "qemu-img ($image)"; base_tool="qemu-img convert -O raw" ;;
-    *.gz) measure bash -c "pigz -dc $image > $target && sync $target"; base_tool="pigz -dc > file; sync" ;;
-    *.zst) measure bash -c "zstd -q -dc $image > $target && sync $target"; base_tool="zstd -dc > file; sync" ;;
+    *.qcow2) add "qemu-img convert -O raw" "qemu-img convert -t writeback -f qcow2 -O raw $image $target" yes base ;;
+    *.gz) add "pigz -dc > file; sync" "pigz -dc $image > $target && sync $target" yes base ;;
+    *.zst) add "zstd -dc > file; sync" "zstd -q -dc $image > $target && sync $target" yes base ;;
   esac
-  row "$name" "file → file" "$base_tool" "$wall" "$rss" "$wall"
-  row "$name" "file → file" "rivet image write" "$rivet_wall" "$rivet_rss" "$wall"
+  add "rivet image write" "$rivet -q image write $image $target --progress none" yes rivet
+  measure_group "$name" "file → file"
 
   # 2. HTTP → file, verified
-  measure bash -c "ipa_path http://127.0.0.1:$range_port/$image $sha $image"
-  check_output "IPA path ($image)"
-  ipa_wall=$wall
-  row "$name" "HTTP → file, sha256" "IPA path (tmpfs + sha256sum + convert)" "$wall" "$rss" "$ipa_wall"
-  measure "$rivet" -q image write "http://127.0.0.1:$range_port/$image" "$target" --checksum "$sha" --progress none
-  check_output "rivet over HTTP ($image)"
-  row "$name" "HTTP → file, sha256" "rivet (BusyBox httpd, Range)" "$wall" "$rss" "$ipa_wall"
-  measure "$rivet" -q image write "http://127.0.0.1:$plain_port/$image" "$target" --checksum "$sha" --progress none
-  check_output "rivet over HTTP without Range ($image)"
-  row "$name" "HTTP → file, sha256" "rivet (python http.server, no Range)" "$wall" "$rss" "$ipa_wall"
+  add "IPA path (tmpfs + sha256sum + convert)" "ipa_path http://127.0.0.1:$range_port/$image $sha $image" yes base
+  add "rivet (BusyBox httpd, Range)" \
+    "$rivet -q image write http://127.0.0.1:$range_port/$image $target --checksum $sha --progress none" yes rivet
+  add "rivet (python http.server, no Range)" \
+    "$rivet -q image write http://127.0.0.1:$plain_port/$image $target --checksum $sha --progress none" yes rivet
+  measure_group "$name" "HTTP → file, sha256"
 done
 
 {
   echo "# Image pipeline benchmark"
   echo
   echo "Machine: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(( $(grep MemTotal /proc/meminfo | awk '{print $2}') / 1048576 )) GiB RAM, $(. /etc/os-release; echo "$PRETTY_NAME"); load at start $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "Date: $(date -u +%Y-%m-%dT%H:%MZ). qemu-img $(qemu-img --version | head -1 | awk '{print $3}'). Median of $runs runs; RSS is the peak of all runs."
+  echo "Date: $(date -u +%Y-%m-%dT%H:%MZ). qemu-img $(qemu-img --version | head -1 | awk '{print $3}'). Median of $runs runs, interleaved between the tools compared; RSS is the peak of all runs."
   echo
   echo "Disk: 2 GiB virtual ($(( logical >> 20 )) MiB), 190 random + 95 text + 227 empty 4 MiB chunks."
   echo "Sizes: $(for i in "${images[@]}"; do printf '%s %s MiB; ' "${label[$i]}" "$(( $(stat -c %s "$i") >> 20 ))"; done)"

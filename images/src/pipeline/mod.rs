@@ -122,23 +122,24 @@ async fn run(
     if !container.is_supported() {
         return Err(Refusal::UnsupportedCompression(container).into());
     }
+    let detect_in_stream = writer::Plan::Detect {
+        declared: options.format,
+        parking_limit: options.parking_limit,
+    };
     let plan = if container == Container::None {
         // Refuse what the head already shows, before anything is read further.
         let format = DiskFormat::detect(&opened.head);
         check_format(options.format, format)?;
-        if opened.random_access {
-            prepare(&opened, sink, format, options.parking_limit, progress).await?
-        } else {
-            writer::Plan::Detect {
-                declared: options.format,
-                parking_limit: options.parking_limit,
+        match (format, opened.random_access) {
+            (DiskFormat::Raw, _) => {
+                sink.begin(opened.len)?;
+                writer::Plan::Raw
             }
+            (_, true) => prepare_qcow2(&opened, sink, options.parking_limit, progress).await?,
+            (_, false) => detect_in_stream,
         }
     } else {
-        writer::Plan::Detect {
-            declared: options.format,
-            parking_limit: options.parking_limit,
-        }
+        detect_in_stream
     };
 
     let (writer_tx, writer_rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -233,19 +234,14 @@ async fn run(
     Ok(report)
 }
 
-/// For random-access sources: reads and vets a qcow2's tables up front, then begins the
-/// sink (the first change to the target).
-async fn prepare(
+/// For a qcow2 with random access: reads and vets its tables up front, then begins the sink
+/// (the first change to the target).
+async fn prepare_qcow2(
     opened: &Opened,
     sink: &Sink,
-    format: DiskFormat,
     parking_limit: u64,
     progress: &ProgressState,
 ) -> Result<writer::Plan, ImageError> {
-    if format == DiskFormat::Raw {
-        sink.begin(opened.len)?;
-        return Ok(writer::Plan::Raw);
-    }
     progress.phase(Phase::Metadata);
     let (header, head) = read_header(opened).await?;
     sink.check_fits(header.virtual_size)?;
