@@ -329,6 +329,60 @@ async fn a_server_that_lies_about_the_length_fails_and_the_target_is_wiped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_download_times_out_and_resumes() {
+    let dir = scratch_dir("http-stall");
+    let (raw, data) = faulty_image(dir.path());
+    let server = FaultyServer::start(
+        &raw,
+        Faults {
+            ranges: true,
+            cut_after: Some(1_000_000),
+            cuts: 1,
+            stall: Some(Duration::from_secs(20)),
+            ..Faults::default()
+        },
+    );
+    let target = dir.path().join("target.raw");
+    let opts = WriteOptions {
+        http: HttpOptions {
+            read_timeout: Duration::from_millis(300),
+            ..fast_http()
+        },
+        ..options(Some(sha256_of(&raw)))
+    };
+    write_url(&server.url("image.raw"), &target, &opts)
+        .await
+        .unwrap();
+    assert!(std::fs::read(&target).unwrap() == data);
+    assert!(server.requests().len() >= 3, "{:?}", server.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_and_tokens_never_appear_in_errors() {
+    let dir = scratch_dir("http-secrets");
+    let server = busybox_httpd(dir.path());
+    let url = server
+        .url("missing.img?token=SECRET-TOKEN")
+        .replace("http://", "http://admin:SECRET-PASSWORD@");
+    let target = dir.path().join("target.raw");
+    let err = write_url(&url, &target, &options(None)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::Source(SourceError::Status { status: 404, .. })
+        ),
+        "{err:?}"
+    );
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains("SECRET"), "{text}");
+    }
+    assert!(
+        !target.exists(),
+        "nothing is created for a source that cannot be read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_are_bounded() {
     let dir = scratch_dir("http-giveup");
     let (raw, _) = faulty_image(dir.path());

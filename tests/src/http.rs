@@ -3,8 +3,8 @@
 //! - [`busybox_httpd`]: BusyBox httpd, which honours `Range` (206 with `Content-Range`).
 //! - [`python_http_server`]: `python3 -m http.server`, which ignores `Range` (always 200).
 //! - [`FaultyServer`]: a tiny HTTP/1.1 server in this process, **only** for faults no real
-//!   server produces on demand: connections cut mid-body, a `Content-Length` larger than
-//!   the body, 503s before success, redirects.
+//!   server produces on demand: connections cut or stalled mid-body, a `Content-Length`
+//!   larger than the body, 503s before success, redirects.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -88,6 +88,8 @@ pub struct Faults {
     pub cut_after: Option<u64>,
     /// …in this many responses (then serve normally).
     pub cuts: usize,
+    /// Instead of closing at the cut, go silent for this long (a stalled connection).
+    pub stall: Option<Duration>,
     /// Announce this many bytes more than the body has (every response).
     pub extra_length: u64,
     /// Answer this many requests with 503 first.
@@ -266,14 +268,21 @@ impl ServerState {
         head.push_str("\r\n");
         writer.write_all(head.as_bytes())?;
         let mut body_len = end - start;
+        // Only responses long enough to be cut count as cuts.
         if let Some(cut) = self.faults.cut_after
+            && body_len > cut
             && self.cuts_done.fetch_add(1, Ordering::SeqCst) < self.faults.cuts
         {
-            body_len = body_len.min(cut);
+            body_len = cut;
         }
         file.seek(SeekFrom::Start(start))?;
         std::io::copy(&mut file.take(body_len), &mut writer)?;
         writer.flush()?;
+        if body_len < end - start
+            && let Some(stall) = self.faults.stall
+        {
+            std::thread::sleep(stall);
+        }
         writer.shutdown(std::net::Shutdown::Both)
     }
 }
