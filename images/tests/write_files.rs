@@ -105,3 +105,26 @@ async fn raw_images_plain_and_compressed() {
         assert!(report.bytes_skipped > 0, "zero blocks become holes");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_io_to_a_regular_file() {
+    let dir = scratch_dir("write-direct");
+    let target = dir.path().join("target.raw");
+    for image in common::corpus_of(dir.path(), &["cluster-512", "odd-size", "zlib"]) {
+        let reference = reference_raw(&image.path, dir.path());
+        let options = WriteOptions {
+            direct_io: true,
+            ..WriteOptions::default()
+        };
+        write_image(&ImageSource::File(image.path.clone()), &target, &options)
+            .await
+            .unwrap_or_else(|err| panic!("{}: {err}", image.name));
+        let written = std::fs::read(&target).unwrap();
+        assert_eq!(written.len(), reference.len(), "{}", image.name);
+        assert!(
+            written == reference,
+            "{}: differs from qemu-img",
+            image.name
+        );
+    }
+}
