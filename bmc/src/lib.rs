@@ -8,6 +8,7 @@
 pub mod capability;
 mod credentials;
 mod error;
+pub mod ipmi;
 
 pub use capability::{
     ApplyTime, AttributeSchema, AttributeType, Attributes, Bios, BootDevice, BootMode,
