@@ -42,5 +42,11 @@ pub fn rmcp_datagram(data: &[u8]) {
     for suite in [CipherSuite::Suite3, CipherSuite::Suite17] {
         let mut session = Session::from_sik(suite, &[0x5A; 20], console_session_id);
         let _ = session.open(data);
+        // Authentic packets carrying the input as plaintext, then as ciphertext, reach the
+        // decryption, padding and IPMI message decoders an attacker cannot reach unsigned.
+        let plaintext = session.seal_as_bmc(1, data, true);
+        let _ = session.open(&plaintext);
+        let ciphertext = session.seal_as_bmc(2, data, false);
+        let _ = session.open(&ciphertext);
     }
 }

@@ -659,6 +659,32 @@ impl Session {
         }
     }
 
+    /// A datagram as the BMC would send it in this session: `payload` encrypted (or, with
+    /// `encrypt` false, taken as already-encrypted bytes) and signed. For tests and the
+    /// fuzz target, which cannot forge integrity codes and still need to reach the
+    /// decryption and message decoders.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn seal_as_bmc(&self, sequence: u32, payload: &[u8], encrypt: bool) -> Vec<u8> {
+        let payload = if encrypt {
+            self.keys.encrypt(payload, [3; 16])
+        } else {
+            payload.to_vec()
+        };
+        let mut datagram = wire::encode_rmcp_plus(
+            RmcpPlusHeader {
+                payload_type: PayloadType::Ipmi,
+                encrypted: true,
+                authenticated: true,
+                session_id: self.console_session_id,
+                sequence,
+            },
+            &payload,
+        );
+        let code = self.keys.integrity_code(wire::integrity_covered(&datagram));
+        datagram.extend_from_slice(&code);
+        datagram
+    }
+
     pub fn cipher_suite(&self) -> CipherSuite {
         self.suite
     }
@@ -777,27 +803,6 @@ mod tests {
         assert!(window.accept(90));
     }
 
-    /// A BMC-side seal, mirroring `Session::seal` with the roles swapped, so `open` can be
-    /// exercised without a peer (the peers are in the integration tests).
-    fn bmc_reply(session: &Session, sequence: u32, response: &[u8]) -> Vec<u8> {
-        let payload = session.keys.encrypt(response, [3; 16]);
-        let mut datagram = wire::encode_rmcp_plus(
-            RmcpPlusHeader {
-                payload_type: PayloadType::Ipmi,
-                encrypted: true,
-                authenticated: true,
-                session_id: session.console_session_id,
-                sequence,
-            },
-            &payload,
-        );
-        let code = session
-            .keys
-            .integrity_code(wire::integrity_covered(&datagram));
-        datagram.extend_from_slice(&code);
-        datagram
-    }
-
     fn chassis_status_response(rq_seq: u8) -> Vec<u8> {
         let mut message = vec![0x81, 0x04, 0x7B, 0x20, rq_seq << 2, 0x01, 0x00, 0x01, 0, 0];
         let sum = message[3..].iter().fold(0u8, |a, b| a.wrapping_add(*b));
@@ -809,7 +814,7 @@ mod tests {
     fn open_accepts_a_reply_once_and_rejects_tampering() {
         for suite in [CipherSuite::Suite3, CipherSuite::Suite17] {
             let mut session = Session::from_sik(suite, &[0x42; 20], 77);
-            let reply = bmc_reply(&session, 1, &chassis_status_response(5));
+            let reply = session.seal_as_bmc(1, &chassis_status_response(5), true);
             let response = session.open(&reply).unwrap();
             assert_eq!((response.netfn, response.cmd, response.rq_seq), (1, 1, 5));
             assert_eq!(response.data, [1, 0, 0]);
@@ -818,14 +823,14 @@ mod tests {
                 Err(SessionError::Replayed(1))
             ));
 
-            let mut tampered = bmc_reply(&session, 2, &chassis_status_response(6));
+            let mut tampered = session.seal_as_bmc(2, &chassis_status_response(6), true);
             tampered[20] ^= 0x01;
             assert!(matches!(
                 session.open(&tampered),
                 Err(SessionError::Integrity)
             ));
             // The untampered packet with the same number is still accepted afterwards.
-            let good = bmc_reply(&session, 2, &chassis_status_response(6));
+            let good = session.seal_as_bmc(2, &chassis_status_response(6), true);
             assert!(session.open(&good).is_ok());
         }
     }
