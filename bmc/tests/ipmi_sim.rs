@@ -56,6 +56,7 @@ async fn falls_back_from_17_to_3_and_reads_the_device_id() {
     assert_eq!(bmc.name(), "ipmi");
     // ipmi_sim refuses suite 17's algorithms; the default preference [17, 3] walks down.
     assert_eq!(bmc.cipher_suite().await, Some(CipherSuite::Suite3));
+    assert!(!format!("{bmc:?}").contains(IPMI_PASSWORD));
 
     let id = bmc.device_id().await.unwrap();
     let mc_info = stdout(&sim.ipmitool(&["mc", "info"]));

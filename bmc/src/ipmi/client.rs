@@ -1,9 +1,11 @@
 //! The tokio UDP driver around the sans-IO session: it sends, waits, retransmits, spaces
 //! commands and logs in again when a session went stale.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -93,7 +95,7 @@ impl Client {
             peer,
             credentials,
             suites,
-            pacer: Pacer::new(options.min_command_interval),
+            pacer: Pacer::new(peer, options.min_command_interval),
             options,
             target,
             session: None,
@@ -302,28 +304,33 @@ fn io_error(peer: SocketAddr, err: &io::Error) -> BmcError {
     }
 }
 
-/// Keeps a minimum interval between the end of one command and the start of the next.
+/// When the last command to each BMC ended, shared by every client in the process, so the
+/// spacing holds however many providers talk to one BMC (Ironic keeps the same table).
+static LAST_COMMAND: LazyLock<Mutex<HashMap<SocketAddr, Instant>>> = LazyLock::new(Mutex::default);
+
+/// Keeps a minimum interval between the end of one command to a BMC and the start of the
+/// next.
 #[derive(Debug)]
 struct Pacer {
+    peer: SocketAddr,
     interval: Duration,
-    last_done: Option<Instant>,
 }
 
 impl Pacer {
-    fn new(interval: Duration) -> Self {
-        Pacer {
-            interval,
-            last_done: None,
-        }
+    fn new(peer: SocketAddr, interval: Duration) -> Self {
+        Pacer { peer, interval }
     }
 
-    /// When the next command may start.
+    /// When the next command may start; `None` if no command has gone to this BMC yet.
     fn ready_at(&self) -> Option<Instant> {
-        self.last_done.map(|done| done + self.interval)
+        let table = LAST_COMMAND.lock().unwrap_or_else(PoisonError::into_inner);
+        table.get(&self.peer).map(|done| *done + self.interval)
     }
 
-    fn record(&mut self, done: Instant) {
-        self.last_done = Some(done);
+    fn record(&self, done: Instant) {
+        let mut table = LAST_COMMAND.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = table.entry(self.peer).or_insert(done);
+        *last = (*last).max(done);
     }
 
     async fn wait(&self) {
@@ -338,12 +345,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_command_goes_at_once_and_the_next_waits_for_the_interval() {
-        let mut pacer = Pacer::new(Duration::from_secs(5));
-        assert_eq!(pacer.ready_at(), None);
+    fn spacing_is_per_bmc_and_shared_by_every_client() {
+        let bmc: SocketAddr = "192.0.2.1:623".parse().unwrap();
+        let other: SocketAddr = "192.0.2.2:623".parse().unwrap();
+        let first = Pacer::new(bmc, Duration::from_secs(5));
+        let second = Pacer::new(bmc, Duration::from_secs(5));
+        assert_eq!(first.ready_at(), None, "the first command goes at once");
         let done = Instant::now();
-        pacer.record(done);
-        assert_eq!(pacer.ready_at(), Some(done + Duration::from_secs(5)));
+        first.record(done);
+        assert_eq!(second.ready_at(), Some(done + Duration::from_secs(5)));
+        first.record(done - Duration::from_secs(1));
+        assert_eq!(
+            second.ready_at(),
+            Some(done + Duration::from_secs(5)),
+            "never backwards"
+        );
+        assert_eq!(Pacer::new(other, Duration::from_secs(5)).ready_at(), None);
     }
 
     #[test]

@@ -95,8 +95,8 @@ pub struct IpmiOptions {
     pub timeout: Duration,
     /// Retransmissions after the first attempt before giving up with a timeout.
     pub retries: u32,
-    /// Minimum time from the end of one command to the start of the next on this BMC.
-    /// Ironic waits 5 s (`[ipmi] min_command_interval`) because it starts a new ipmitool
+    /// Minimum time from the end of one command to the start of the next on this BMC,
+    /// counted across every provider in the process that talks to it. Ironic waits 5 s (`[ipmi] min_command_interval`) because it starts a new ipmitool
     /// session per command and some BMCs drown in them; Rivet keeps its session open, so
     /// lower values are usually safe. The benchmark uses zero.
     pub min_command_interval: Duration,
