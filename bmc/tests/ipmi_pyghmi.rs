@@ -68,6 +68,13 @@ async fn stock_pyghmi_counter_offers_suite_3_and_every_command_agrees_with_ipmit
         bmc.actions(),
         ["on", "off", "cycle", "reset", "shutdown", "off"]
     );
+    let boot_parameters = || -> Vec<String> {
+        bmc.actions()
+            .iter()
+            .filter_map(|action| action.strip_prefix("bootparam "))
+            .map(str::to_owned)
+            .collect()
+    };
 
     rivet
         .set_boot_override(&BootOverride {
@@ -79,6 +86,9 @@ async fn stock_pyghmi_counter_offers_suite_3_and_every_command_agrees_with_ipmit
         .await
         .unwrap();
     assert_eq!(bmc.boot(), "network");
+    // Ironic's bytes: parameter 3 = 0x08, then valid + next boot, legacy (the mode pyghmi
+    // reported, since none was asked for), PXE.
+    assert_eq!(boot_parameters(), ["0308", "058004000000"]);
     let param5 = stdout(
         &bmc,
         &bmc.ipmitool("3", &["chassis", "bootparam", "get", "5"]),
@@ -113,6 +123,10 @@ async fn stock_pyghmi_counter_offers_suite_3_and_every_command_agrees_with_ipmit
         .await
         .unwrap();
     assert_eq!(bmc.boot(), "hd");
+    // `raw 0x00 0x08 0x05 0xe0 0x08 0 0 0`: valid, persistent, UEFI, disk (after ipmitool's
+    // own bootdev sequence).
+    let parameters = boot_parameters();
+    assert_eq!(parameters[parameters.len() - 2..], ["0308", "05e008000000"]);
 }
 
 #[tokio::test]

@@ -301,3 +301,34 @@ async fn nothing_listening_is_a_connection_error() {
     assert!(err.to_string().contains("ICMP port unreachable"), "{err}");
     assert!(err.is_transient());
 }
+
+#[tokio::test]
+async fn close_session_frees_the_bmcs_slot() {
+    let sim = IpmiSim::start();
+    let active = || {
+        let info = stdout(&sim.ipmitool(&["session", "info", "active"]));
+        let line = info
+            .lines()
+            .find(|line| line.starts_with("active sessions"))
+            .unwrap_or_else(|| panic!("no session count in {info}"))
+            .to_owned();
+        line.rsplit(':')
+            .next()
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    // ipmitool's own session is one of them.
+    assert_eq!(active(), 1);
+    let bmc = connect(&sim).await;
+    assert_eq!(active(), 2);
+    bmc.close().await;
+    assert_eq!(active(), 1);
+
+    // Dropping a provider sends Close Session too (without waiting for the answer).
+    let bmc = connect(&sim).await;
+    assert_eq!(active(), 2);
+    drop(bmc);
+    assert_eq!(active(), 1);
+}

@@ -80,6 +80,11 @@ class FileBackedBmc(bmc.Bmc):
         log('boot ' + device)
         put('boot', device)
 
+    def set_system_boot_options(self, request, session):
+        # The bytes as pyghmi decrypted and verified them, before it keeps only the device.
+        log('bootparam ' + bytes(request['data']).hex())
+        super().set_system_boot_options(request, session)
+
 
 # Open Session request: algorithm numbers at these payload offsets (IPMI 2.0 table 13-9).
 SUITES = {(3, 4, 1): (hashlib.sha256, 16), (1, 1, 1): (hashlib.sha1, 12)}
@@ -231,7 +236,7 @@ impl PyghmiBmc {
     }
 
     /// Every power and boot action, one per line (`on`, `off`, `shutdown`, `cycle`, `reset`,
-    /// `boot <device>`).
+    /// `boot <device>`, and `bootparam <hex>` with the data of each Set System Boot Options).
     pub fn actions(&self) -> Vec<String> {
         self.read("actions.log")
             .lines()

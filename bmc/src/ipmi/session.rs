@@ -213,7 +213,11 @@ impl Handshake {
                 mut session,
                 rq_seq,
             } => match session.open(datagram) {
-                Ok(response) if response.rq_seq == rq_seq && response.cmd == 0x3B => {
+                Ok(response)
+                    if response.rq_seq == rq_seq
+                        && commands::set_session_privilege(self.privilege)
+                            .is_answered_by(&response) =>
+                {
                     if response.completion_code != 0 {
                         return Err(commands::completion_error(
                             "Set Session Privilege Level",
