@@ -1,4 +1,4 @@
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -99,7 +99,7 @@ set_working_mc 0x20
         )
         .unwrap();
         let log = std::fs::File::create(root.join("ipmi_sim.log")).unwrap();
-        let process = ChildGuard::spawn(
+        let mut process = ChildGuard::spawn(
             "ipmi_sim",
             Command::new(ipmi_sim)
                 .arg("-c")
@@ -113,17 +113,14 @@ set_working_mc 0x20
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),
         );
-        let sim = Self {
+        wait_for_daemon("ipmi_sim", &mut process, &root.join("ipmi_sim.log"), || {
+            udp_port_taken(port)
+        });
+        Self {
             dir,
             port,
             _process: process,
-        };
-        wait_until(
-            "ipmi_sim to bind its UDP port",
-            Duration::from_secs(10),
-            || udp_port_taken(port),
-        );
-        sim
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -186,12 +183,51 @@ pub fn ipmitool(port: u16, suite: &str, args: &[&str]) -> Output {
         .expect("run ipmitool")
 }
 
-/// Whether something holds UDP `port` on 127.0.0.1 (binding it ourselves fails).
+/// Whether some socket is bound to UDP `port`, read from `/proc/net/udp{,6}` so that probing
+/// never holds the port itself (a probe by binding could steal it from a starting daemon).
 pub fn udp_port_taken(port: u16) -> bool {
-    UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_err()
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .any(|local| local.ends_with(&wanted))
+    })
+}
+
+/// Waits until `ready` holds, failing with the daemon's log if it exits first.
+pub(crate) fn wait_for_daemon(
+    name: &str,
+    process: &mut ChildGuard,
+    log: &Path,
+    mut ready: impl FnMut() -> bool,
+) {
+    wait_until(&format!("{name} to start"), Duration::from_secs(20), || {
+        if let Some(status) = process.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{name} exited with {status}:\n{log}");
+        }
+        ready()
+    });
 }
 
 pub(crate) fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sees_a_bound_udp_port_without_binding_it() {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        assert!(udp_port_taken(port));
+        drop(socket);
+        assert!(!udp_port_taken(port));
+    }
 }

@@ -1,10 +1,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use crate::ipmi_sim::{IPMI_PASSWORD, IPMI_USER, make_executable, udp_port_taken};
+use crate::ipmi_sim::{IPMI_PASSWORD, IPMI_USER, make_executable, udp_port_taken, wait_for_daemon};
 use crate::net::free_udp_port;
-use crate::process::{ChildGuard, wait_until};
+use crate::process::ChildGuard;
 use crate::tools::venv_tool;
 
 /// A BMC built on pyghmi's `Bmc` server class, bound to 127.0.0.1. Power and boot device
@@ -203,18 +202,19 @@ impl PyghmiBmc {
         if suite17 {
             command.arg("--suite17");
         }
-        let process = ChildGuard::spawn("pyghmi BMC", &mut command);
-        let bmc = Self {
+        let mut process = ChildGuard::spawn("pyghmi BMC", &mut command);
+        let state_ready = dir.path().join("actions.log");
+        wait_for_daemon(
+            "the pyghmi BMC",
+            &mut process,
+            &dir.path().join("bmc.log"),
+            || udp_port_taken(port) && state_ready.exists(),
+        );
+        Self {
             dir,
             port,
             _process: process,
-        };
-        wait_until(
-            "the pyghmi BMC to bind its UDP port",
-            Duration::from_secs(20),
-            || udp_port_taken(port) && bmc.dir.path().join("actions.log").exists(),
-        );
-        bmc
+        }
     }
 
     pub fn port(&self) -> u16 {
