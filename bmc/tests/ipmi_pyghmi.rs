@@ -49,6 +49,13 @@ async fn stock_pyghmi_counter_offers_suite_3_and_every_command_agrees_with_ipmit
     // Rivet proposes 17; pyghmi answers with suite 3's algorithms, which Rivet allows.
     let rivet = connect(&bmc, vec![17, 3]).await.unwrap();
     assert_eq!(rivet.cipher_suite().await, Some(CipherSuite::Suite3));
+    // A counter-offer outside the configured suites is refused, never a silent downgrade.
+    let err = connect(&bmc, vec![17]).await.unwrap_err();
+    assert!(matches!(err, BmcError::Protocol(_)), "{err}");
+    assert!(
+        err.to_string().contains("none of the configured suites"),
+        "{err}"
+    );
 
     assert_eq!(rivet.power_state().await.unwrap(), PowerState::Off);
     rivet.power_on().await.unwrap();

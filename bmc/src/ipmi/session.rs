@@ -262,8 +262,9 @@ impl Handshake {
                 ));
             }
         };
+        let request = commands::get_channel_auth_capabilities(self.privilege);
         let response = match wire::decode_response(message) {
-            Ok(response) if response.cmd == 0x38 => response,
+            Ok(response) if request.is_answered_by(&response) => response,
             Ok(_) => {
                 return Ok(ignored(
                     Step::AuthCapabilities,
@@ -272,7 +273,6 @@ impl Handshake {
             }
             Err(err) => return Ok(ignored(Step::AuthCapabilities, &err.to_string())),
         };
-        let request = commands::get_channel_auth_capabilities(self.privilege);
         let capabilities = AuthCapabilities::decode(&response.into_data(&request)?)?;
         if !capabilities.ipmi_v2 {
             return Err(BmcError::Unsupported {
@@ -885,15 +885,50 @@ mod tests {
         assert!(!err.to_string().contains("a-password-longer"));
     }
 
-    #[test]
-    fn garbage_is_ignored_not_fatal() {
-        let mut handshake = Handshake::new(
+    /// A Get Channel Authentication Capabilities answer as a BMC frames it.
+    fn auth_capabilities_reply(auth_types: u8, status: u8, extended: u8) -> Vec<u8> {
+        let mut message = vec![0x81, 0x1C, 0x63, 0x20, 0x00, 0x38, 0x00];
+        message.extend_from_slice(&[0x01, auth_types, status, extended, 0, 0, 0, 0]);
+        let sum = message[3..].iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        message.push(0u8.wrapping_sub(sum));
+        wire::encode_v15_sessionless(&message)
+    }
+
+    fn handshake() -> Handshake {
+        Handshake::new(
             Credentials::new("admin", "password"),
             Privilege::Administrator,
             vec![CipherSuite::Suite17, CipherSuite::Suite3],
             StdRng::seed_from_u64(2),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn bmcs_without_ipmi_2_or_with_a_bmc_key_are_refused_before_open_session() {
+        // Extended capabilities present and IPMI 2.0 supported: on to Open Session.
+        let mut ok = handshake();
+        assert!(matches!(
+            ok.handle(&auth_capabilities_reply(0x80, 0x04, 0x02))
+                .unwrap(),
+            Progress::Send(_)
+        ));
+        assert_eq!(ok.step_name(), "RMCP+ Open Session");
+        assert_eq!(ok.cipher_suite(), Some(CipherSuite::Suite17));
+
+        let err = handshake()
+            .handle(&auth_capabilities_reply(0x14, 0x04, 0x00))
+            .unwrap_err();
+        assert!(err.to_string().contains("IPMI 2.0"), "{err}");
+        let err = handshake()
+            .handle(&auth_capabilities_reply(0x80, 0x24, 0x02))
+            .unwrap_err();
+        assert!(err.to_string().contains("Kg"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_ignored_not_fatal() {
+        let mut handshake = handshake();
         let first = handshake.datagram();
         assert_eq!(&first[..5], &[0x06, 0x00, 0xFF, 0x07, 0x00]);
         for garbage in [&b""[..], b"\x06\x00\xff\x07", b"hello world, not ipmi"] {
