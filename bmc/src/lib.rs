@@ -1,14 +1,15 @@
 //! BMC drivers for Rivet: Redfish and IPMI 2.0 over LAN (RMCP+), behind capability traits.
-//!
-//! Status: the capability traits, credentials and the error type exist; the address parser, the Redfish
-//! and IPMI drivers and the provider registry are being built (see the project's issue 4).
 
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod capability;
 mod credentials;
 mod error;
+pub mod ipmi;
+mod registry;
 
+pub use address::{BmcAddress, BootMethod, Driver, Protocol, Scheme};
 pub use capability::{
     ApplyTime, AttributeSchema, AttributeType, Attributes, Bios, BootDevice, BootMode,
     BootOverride, BootPersistence, BootTarget, EventSubscription, Events, Firmware,
@@ -17,3 +18,4 @@ pub use capability::{
 };
 pub use credentials::Credentials;
 pub use error::BmcError;
+pub use registry::Bmc;
