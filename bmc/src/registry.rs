@@ -160,6 +160,13 @@ impl Provider for Bmc {
     fn health(&self) -> Option<&dyn HealthCheck> {
         self.offers(|p| p.health().is_some()).then_some(self as _)
     }
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            for registered in &self.providers {
+                registered.provider.close().await;
+            }
+        })
+    }
 }
 
 use Fallback::{OnAnyError, OnlyIfNothingHappened};
