@@ -7,10 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fault_proxy;
+pub mod libvirt;
 mod net;
 mod paths;
 mod process;
 pub mod qemu;
+pub mod sushy;
 mod tools;
 
 pub use net::{Netns, free_tcp_port, free_udp_port, tcp_port_open};

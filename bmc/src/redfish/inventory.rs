@@ -59,7 +59,9 @@ pub fn assemble_inventory(
             })
             .collect();
     }
-    storage.sort_by(|a, b| a.name.cmp(&b.name));
+    storage.sort_by(|a, b| {
+        (&a.name, &a.serial_number, &a.wwn).cmp(&(&b.name, &b.serial_number, &b.wwn))
+    });
     HardwareDetails {
         system_vendor: (vendor != SystemVendor::default()).then_some(vendor),
         firmware: bios_version.map(|version| Firmware {
