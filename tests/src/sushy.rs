@@ -144,8 +144,7 @@ impl SushyEmulator {
 
     /// `http[s]://127.0.0.1:<port>`.
     pub fn base_url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        base_url(self.port, self.tls)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -202,8 +201,7 @@ impl SushyStatic {
     }
 
     pub fn base_url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        base_url(self.port, self.tls)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -245,6 +243,11 @@ impl HttpFileServer {
     pub fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}", self.port)
     }
+}
+
+fn base_url(port: u16, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://127.0.0.1:{port}")
 }
 
 /// Starts `command` with its output in `log` and waits until it listens on `port`; fails

@@ -41,7 +41,7 @@ pub(crate) fn schema_from_registry(registry: &AttributeRegistry) -> Vec<Attribut
                 max_length: a.max_length,
                 read_only: a.read_only == Some(true) || a.immutable == Some(true),
                 reset_required: a.reset_required.unwrap_or(false),
-                unique: false,
+                unique: a.is_system_unique_property.unwrap_or(false),
             })
         })
         .collect();
@@ -257,7 +257,8 @@ mod tests {
                  "Value": [{"ValueName": "Enabled"}, {"ValueName": "Disabled"}]},
                 {"AttributeName": "ProcCoreDisable", "Type": "Integer", "LowerBound": 0, "UpperBound": 64},
                 {"AttributeName": "SystemModelName", "Type": "String", "ReadOnly": true},
-                {"AttributeName": "AssetTag", "Type": "String", "MaxLength": 4},
+                {"AttributeName": "AssetTag", "Type": "String", "MaxLength": 4,
+                 "IsSystemUniqueProperty": true},
                 {"AttributeName": "Secure", "Type": "Boolean", "ResetRequired": true},
                 {"AttributeName": "Odd", "Type": "Frobnicate"},
                 {"Type": "String"}
@@ -280,13 +281,10 @@ mod tests {
         assert_eq!(turbo.allowable_values, ["Enabled", "Disabled"]);
         let odd = schema.iter().find(|a| a.name == "Odd").unwrap();
         assert_eq!(odd.attribute_type, None);
-        assert!(
-            schema
-                .iter()
-                .find(|a| a.name == "Secure")
-                .unwrap()
-                .reset_required
-        );
+        let find = |name: &str| schema.iter().find(|a| a.name == name).unwrap();
+        assert!(find("Secure").reset_required);
+        assert!(find("AssetTag").unique);
+        assert!(!find("ProcTurboMode").unique);
     }
 
     #[test]

@@ -580,6 +580,8 @@ pub struct RegistryAttribute {
     pub min_length: Option<u64>,
     #[serde(default, deserialize_with = "lenient::u64")]
     pub max_length: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub is_system_unique_property: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
