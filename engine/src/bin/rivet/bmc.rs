@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use rivet_bmc::{
-    Attributes, Bmc, BmcAddress, BootMode, BootOverride, BootPersistence, BootTarget,
-    ConnectOptions, Credentials, MediaKind, PowerOffMode, PowerState, Provider,
-    wait_for_power_state,
+    AttributeSchema, AttributeType, Attributes, Bmc, BmcAddress, BootMode, BootOverride,
+    BootPersistence, BootTarget, ConnectOptions, Credentials, MediaKind, PowerOffMode, PowerState,
+    Provider, wait_for_power_state,
 };
 
 /// The environment variable holding the BMC password when no file is given.
@@ -503,7 +503,9 @@ async fn bios(bmc: &Bmc, action: BiosAction, out: &mut impl Write) -> anyhow::Re
                 .bios_attributes()
                 .await
                 .context("reading BIOS attributes")?;
-            let changes = parse_settings(&settings, &current)?;
+            // The registry, when the BMC publishes one, says what type each value takes.
+            let schema = bmc.bios_schema().await.unwrap_or_default();
+            let changes = parse_settings(&settings, &current, &schema)?;
             let applied = bmc
                 .apply_bios(&changes)
                 .await
@@ -519,10 +521,20 @@ async fn bios(bmc: &Bmc, action: BiosAction, out: &mut impl Write) -> anyhow::Re
     Ok(())
 }
 
-/// `NAME=VALUE` pairs, each value typed like the attribute's current value (a number stays
-/// a number, a boolean a boolean); unknown attributes keep the string and are refused by the
-/// driver's validation.
-fn parse_settings(settings: &[String], current: &Attributes) -> anyhow::Result<Attributes> {
+/// `NAME=VALUE` pairs, each value typed by the attribute registry, else like the
+/// attribute's current value (a number stays a number, a boolean a boolean); anything else
+/// stays a string, and the driver's validation refuses what does not fit.
+fn parse_settings(
+    settings: &[String],
+    current: &Attributes,
+    schema: &[AttributeSchema],
+) -> anyhow::Result<Attributes> {
+    #[derive(PartialEq)]
+    enum Kind {
+        Number,
+        Boolean,
+        Text,
+    }
     let mut changes = Attributes::new();
     for setting in settings {
         let Some((name, raw)) = setting.split_once('=') else {
@@ -531,18 +543,32 @@ fn parse_settings(settings: &[String], current: &Attributes) -> anyhow::Result<A
         if name.is_empty() {
             bail!("`{setting}` has no attribute name");
         }
-        let value = match current.get(name) {
-            Some(serde_json::Value::Number(_)) => raw
+        let declared = schema
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.attribute_type)
+            .map(|t| match t {
+                AttributeType::Integer => Kind::Number,
+                AttributeType::Boolean => Kind::Boolean,
+                _ => Kind::Text,
+            });
+        let kind = declared.unwrap_or_else(|| match current.get(name) {
+            Some(serde_json::Value::Number(_)) => Kind::Number,
+            Some(serde_json::Value::Bool(_)) => Kind::Boolean,
+            _ => Kind::Text,
+        });
+        let value = match kind {
+            Kind::Number => raw
                 .parse::<i64>()
                 .map(serde_json::Value::from)
                 .or_else(|_| raw.parse::<f64>().map(serde_json::Value::from))
                 .with_context(|| format!("{name} takes a number, not `{raw}`"))?,
-            Some(serde_json::Value::Bool(_)) => match raw.to_ascii_lowercase().as_str() {
+            Kind::Boolean => match raw.to_ascii_lowercase().as_str() {
                 "true" => serde_json::Value::Bool(true),
                 "false" => serde_json::Value::Bool(false),
                 _ => bail!("{name} takes true or false, not `{raw}`"),
             },
-            _ => serde_json::Value::String(raw.to_owned()),
+            Kind::Text => serde_json::Value::String(raw.to_owned()),
         };
         changes.insert(name.to_owned(), value);
     }
@@ -610,7 +636,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn settings_take_the_type_of_the_current_value() {
+    fn settings_take_the_registry_type_else_the_current_value_type() {
+        // The registry wins over the current value's JSON type (sushy stores "true").
+        let schema = vec![AttributeSchema {
+            name: "Quiet".into(),
+            attribute_type: Some(AttributeType::Boolean),
+            allowable_values: Vec::new(),
+            lower_bound: None,
+            upper_bound: None,
+            min_length: None,
+            max_length: None,
+            read_only: false,
+            reset_required: false,
+            unique: false,
+        }];
+        let quiet: Attributes =
+            serde_json::from_value(serde_json::json!({"Quiet": "true"})).unwrap();
+        let changed = parse_settings(&["Quiet=false".into()], &quiet, &schema).unwrap();
+        assert_eq!(changed["Quiet"], serde_json::json!(false));
+
         let current: Attributes = serde_json::from_value(serde_json::json!({
             "ProcCores": 4, "Secure": false, "AssetTag": "rack1"
         }))
@@ -623,15 +667,16 @@ mod tests {
                 "New=1".into(),
             ],
             &current,
+            &[],
         )
         .unwrap();
         assert_eq!(changes["ProcCores"], serde_json::json!(8));
         assert_eq!(changes["Secure"], serde_json::json!(true));
         assert_eq!(changes["AssetTag"], serde_json::json!("42"));
         assert_eq!(changes["New"], serde_json::json!("1"));
-        assert!(parse_settings(&["ProcCores=many".into()], &current).is_err());
-        assert!(parse_settings(&["novalue".into()], &current).is_err());
-        assert!(parse_settings(&["=x".into()], &current).is_err());
+        assert!(parse_settings(&["ProcCores=many".into()], &current, &[]).is_err());
+        assert!(parse_settings(&["novalue".into()], &current, &[]).is_err());
+        assert!(parse_settings(&["=x".into()], &current, &[]).is_err());
     }
 
     #[test]
