@@ -9,7 +9,8 @@
 //! - [`redfish`] is a complete Redfish driver: sessions with Basic fallback, bounded retries,
 //!   task monitors, ETags, lenient models that survive real vendor documents, and quirk
 //!   profiles for Dell iDRAC, HPE iLO, Lenovo XCC, Supermicro and AMI.
-//! - [`ipmi`] speaks IPMI 2.0 over LAN.
+//! - [`ipmi`] is IPMI 2.0 over LAN (RMCP+). It is built on its own branch; until that lands,
+//!   this module holds only its API and every IPMI connection reports "unsupported".
 //! - [`connect`] turns an address, credentials and options into a ready [`Bmc`].
 
 #![forbid(unsafe_code)]

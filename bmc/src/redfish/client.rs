@@ -524,11 +524,10 @@ pub(crate) fn error_message(reply: &Reply) -> String {
     if let Some(detail) = &detail {
         let mut ids = Vec::new();
         for info in &detail.extended_info {
+            // Bare ids are gathered after the top-level message instead.
             match (&info.message, &info.message_id) {
-                (Some(message), Some(id)) => parts.push(format!("{message} ({id})")),
-                (Some(message), None) => parts.push(message.clone()),
                 (None, Some(id)) => ids.push(id.clone()),
-                (None, None) => {}
+                _ => parts.extend(info.describe()),
             }
         }
         if parts.is_empty() {
@@ -582,4 +581,71 @@ fn describe(err: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn error_messages_keep_the_bmc_words_and_ids() {
+        let sushy = r#"{"error": {"code": "Base.1.0.GeneralError", "message": "Fake system nope was not found",
+            "@Message.ExtendedInfo": [{"MessageId": "Base.1.0.GeneralError"}]}}"#;
+        assert_eq!(
+            error_message(&reply(404, sushy)),
+            "Fake system nope was not found (Base.1.0.GeneralError)"
+        );
+        let dell = r#"{"error": {"@Message.ExtendedInfo": [
+            {"Message": "Unable to complete the operation.", "MessageId": "IDRAC.2.8.SYS518"},
+            {"Message": "Retry later."}]}}"#;
+        assert_eq!(
+            error_message(&reply(400, dell)),
+            "Unable to complete the operation. (IDRAC.2.8.SYS518) Retry later."
+        );
+        assert_eq!(
+            error_message(&reply(502, "<html>bad gateway</html>")),
+            "<html>bad gateway</html>"
+        );
+        assert_eq!(error_message(&reply(503, "")), "Service Unavailable");
+        assert_eq!(
+            error_message(&reply(500, "\u{1}binary\u{2}")),
+            "Internal Server Error"
+        );
+    }
+
+    #[test]
+    fn only_same_origin_links_are_followed() {
+        let client = Client::new(
+            "https://10.0.0.5:8443",
+            Credentials::new("u", "p"),
+            &RedfishOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            client.same_origin_path("/redfish/v1/Systems/1").unwrap(),
+            "/redfish/v1/Systems/1"
+        );
+        assert_eq!(
+            client
+                .same_origin_path("https://10.0.0.5:8443/redfish/v1/TaskService/Tasks/1?x=1")
+                .unwrap(),
+            "/redfish/v1/TaskService/Tasks/1?x=1"
+        );
+        for hostile in [
+            "http://10.0.0.5:8443/redfish/v1",
+            "https://10.0.0.6:8443/redfish/v1",
+            "//evil.example/redfish/v1",
+            "redfish/v1/relative",
+        ] {
+            assert!(client.same_origin_path(hostile).is_err(), "{hostile}");
+        }
+    }
 }

@@ -37,16 +37,7 @@ pub(crate) fn task_verdict(task: &Task, what: &str) -> Option<Result<(), BmcErro
 }
 
 fn task_messages(task: &Task) -> String {
-    let messages: Vec<String> = task
-        .messages
-        .iter()
-        .filter_map(|m| match (&m.message, &m.message_id) {
-            (Some(text), Some(id)) => Some(format!("{text} ({id})")),
-            (Some(text), None) => Some(text.clone()),
-            (None, Some(id)) => Some(id.clone()),
-            (None, None) => None,
-        })
-        .collect();
+    let messages: Vec<String> = task.messages.iter().filter_map(|m| m.describe()).collect();
     if messages.is_empty() {
         "no message".into()
     } else {

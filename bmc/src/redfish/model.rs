@@ -672,6 +672,18 @@ pub struct Message {
     pub message: Option<String>,
 }
 
+impl Message {
+    /// `text (MessageId)`, or whichever of the two is present.
+    pub fn describe(&self) -> Option<String> {
+        match (&self.message, &self.message_id) {
+            (Some(text), Some(id)) => Some(format!("{text} ({id})")),
+            (Some(text), None) => Some(text.clone()),
+            (None, Some(id)) => Some(id.clone()),
+            (None, None) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EventService {
