@@ -250,14 +250,9 @@ async fn sessions_are_used_renewed_on_401_and_closed() {
 }
 
 #[tokio::test]
-async fn a_refused_session_login_falls_back_to_basic_and_bad_passwords_stay_bad() {
+async fn wrong_credentials_cost_one_refusal_and_are_never_retried() {
+    // BMCs lock accounts after a few failed logins, so a refused password is tried once.
     let s = setup();
-    // The SessionService only knows another account; Basic still works upstream.
-    s.proxy
-        .emulate_sessions("someone-else", "x", SUSHY_USERNAME, SUSHY_PASSWORD);
-    let bmc = s.connect(fast_options()).await;
-    assert!(!bmc.uses_session().await);
-    bmc.power_state().await.unwrap();
     let err = RedfishProvider::connect(
         &endpoint(&s.proxy.base_url(), Some(&s.system)),
         Credentials::new(SUSHY_USERNAME, "wrong"),
@@ -266,6 +261,43 @@ async fn a_refused_session_login_falls_back_to_basic_and_bad_passwords_stay_bad(
     .await
     .unwrap_err();
     assert!(matches!(err, BmcError::Authentication), "{err}");
+    let refused: Vec<_> = s
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 401)
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    // The public service root was read without credentials.
+    let root = &s.proxy.matching("GET", "/redfish/v1/")[0];
+    assert!(!root.headers.contains_key("authorization"));
+
+    // A SessionService that rejects the account: no second try over Basic.
+    s.proxy.clear_log();
+    s.proxy
+        .emulate_sessions("someone-else", "x", SUSHY_USERNAME, SUSHY_PASSWORD);
+    let err = RedfishProvider::connect(
+        &endpoint(&s.proxy.base_url(), Some(&s.system)),
+        Credentials::new(SUSHY_USERNAME, SUSHY_PASSWORD),
+        fast_options(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BmcError::Authentication), "{err}");
+    let sent: Vec<(String, u16)> = s
+        .proxy
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.status))
+        .collect();
+    assert_eq!(sent, [("GET".to_owned(), 200), ("POST".to_owned(), 401)]);
+
+    // Once the credentials have worked, a lone 401 is a BMC hiccup: retried once.
+    let s = setup();
+    let bmc = s.connect(fast_options()).await;
+    s.proxy
+        .inject(Some("GET"), &s.system, Fault::json(401, "{}"), 1);
+    bmc.power_state().await.unwrap();
 }
 
 #[tokio::test]

@@ -280,3 +280,31 @@ async fn tls_is_verified_unless_disabled_and_custom_cas_are_honoured() {
     .unwrap_err();
     assert!(matches!(err, BmcError::Setup(_)), "{err}");
 }
+
+#[tokio::test]
+async fn an_ipmi_fallback_that_cannot_connect_is_dropped() {
+    let system = FakeSystem::numbered(8);
+    let sushy = SushyEmulator::start(SushyDriver::Fake(vec![system.clone()]), None);
+    let address = rivet_bmc::BmcAddress::parse(&format!(
+        "redfish+http://{}{}",
+        &sushy.base_url()["http://".len()..],
+        system_path(&system)
+    ))
+    .unwrap();
+    let options = rivet_bmc::ConnectOptions {
+        redfish: fast_options(),
+        ipmi: rivet_bmc::ipmi::IpmiOptions {
+            timeout: Duration::from_millis(300),
+            retries: 0,
+            ..Default::default()
+        },
+        ipmi_fallback: true,
+        call_timeout: Duration::from_secs(30),
+    };
+    // Nothing answers IPMI on this host's port 623: Redfish alone serves the host.
+    let bmc = rivet_bmc::connect(&address, credentials(), options)
+        .await
+        .unwrap();
+    assert_eq!(bmc.provider_names(), ["redfish"]);
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+}

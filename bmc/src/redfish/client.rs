@@ -2,7 +2,10 @@
 //!
 //! - **Authentication**: a SessionService token when the service advertises one, HTTP Basic
 //!   otherwise (or when the session login fails). A 401 in the middle of a session logs in
-//!   again once and repeats the request; under Basic a single spurious 401 is retried once.
+//!   again once and repeats the request. Rejected credentials are never tried twice (BMCs
+//!   lock accounts): a session login refusing them is final, and under Basic a 401 is retried
+//!   once only after the same credentials have already worked. The public service root is
+//!   read without credentials.
 //! - **Retries**: only what is safe. Requests that never reached the BMC (connect errors) are
 //!   retried whatever their method; idempotent methods (GET, PATCH, PUT, DELETE) are also
 //!   retried on 5xx, timeouts and broken connections; a POST (an action) is retried only on
@@ -13,6 +16,7 @@
 //! Secrets (password, session token) are never logged and never appear in errors.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -81,6 +85,10 @@ pub(crate) struct Client {
     busy_rules: Vec<BusyRule>,
     max_body: usize,
     request_timeout: Duration,
+    /// Set once an authenticated request succeeded: only then is a 401 under Basic taken as
+    /// a BMC hiccup worth one retry rather than a wrong password (retrying those locks
+    /// accounts).
+    credentials_proven: AtomicBool,
 }
 
 impl Client {
@@ -134,6 +142,7 @@ impl Client {
             busy_rules: Vec::new(),
             max_body: options.max_response_bytes,
             request_timeout: options.request_timeout,
+            credentials_proven: AtomicBool::new(false),
         })
     }
 
@@ -165,8 +174,11 @@ impl Client {
         };
         match self.create_session(&sessions_path).await {
             Ok(()) => Ok(()),
+            // Credentials the BMC rejects are not tried again over Basic: BMCs lock accounts
+            // after a few failures. Only "no usable sessions here" falls back.
+            Err(BmcError::Authentication) => Err(BmcError::Authentication),
             Err(err) if mode == AuthMode::Auto && !err.is_transient() => {
-                tracing::debug!(error = %err, "session login failed; falling back to HTTP Basic");
+                tracing::debug!(error = %err, "session login unavailable; using HTTP Basic");
                 Ok(())
             }
             Err(err) => Err(err),
@@ -271,6 +283,26 @@ impl Client {
         Ok((decode(path, &reply.body)?, etag))
     }
 
+    /// GET without credentials: the service root is public by specification, and credentials
+    /// are only sent where they are needed. A BMC that wants them anyway gets them.
+    pub(crate) async fn get_public<T: DeserializeOwned>(&self, path: &str) -> Result<T, BmcError> {
+        let url = self.url(path)?;
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|err| self.transport_error(&err, path));
+        match response {
+            Ok(response) if response.status().is_success() => match self.read(response).await {
+                Ok(reply) => decode(path, &reply.body),
+                Err(_) => self.get(path).await,
+            },
+            // Unauthorized, or a transport hiccup: the normal path retries and authenticates.
+            _ => self.get(path).await,
+        }
+    }
+
     pub(crate) async fn get_reply(&self, path: &str) -> Result<Reply, BmcError> {
         let reply = self.send(Method::GET, path, None, None).await?;
         success(reply, &Method::GET, path)
@@ -367,13 +399,18 @@ impl Client {
             };
             let status = reply.status;
             if status == StatusCode::UNAUTHORIZED {
-                if auth_retried {
+                let session = matches!(auth, Auth::Session { .. });
+                let proven = self.credentials_proven.load(Ordering::Relaxed);
+                if auth_retried || !(session || proven) {
                     return Err(BmcError::Authentication);
                 }
                 auth_retried = true;
                 attempt -= 1;
                 self.reauthenticate(generation).await?;
                 continue;
+            }
+            if status.is_success() {
+                self.credentials_proven.store(true, Ordering::Relaxed);
             }
             // A 500 is usually a deterministic failure ("not supported"), so it gets one
             // more try; gateway and availability errors get the whole schedule.

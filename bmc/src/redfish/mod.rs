@@ -148,7 +148,13 @@ impl RedfishProvider {
         options: RedfishOptions,
     ) -> Result<Self, BmcError> {
         let mut client = Client::new(&endpoint.base_url, credentials, &options)?;
-        let root: ServiceRoot = client.get("/redfish/v1/").await?;
+        let root: ServiceRoot = client.get_public("/redfish/v1/").await?;
+        if endpoint.base_url.starts_with("http://") {
+            tracing::warn!(
+                bmc = %endpoint.base_url,
+                "talking to the BMC over plain HTTP: its credentials cross the network unencrypted"
+            );
+        }
         let sessions = match root.links.as_ref().and_then(|l| l.sessions.as_ref()) {
             Some(link) => link.path().map(str::to_owned),
             None => match root.session_service.as_ref().and_then(|l| l.path()) {
