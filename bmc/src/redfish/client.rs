@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use super::model::{self, ErrorBody};
-use super::retry::{BusyRule, RetryPolicy};
+use super::retry::{Attempt, BusyRule, RetryPolicy, Tries};
 use super::{AuthMode, RedfishOptions};
 use crate::{BmcError, Credentials};
 
@@ -350,11 +350,9 @@ impl Client {
     ) -> Result<Reply, BmcError> {
         let url = self.url(path)?;
         let idempotent = method != Method::POST;
-        let mut attempt: u32 = 0;
-        let mut busy_attempt: u32 = 0;
+        let mut tries = Tries::default();
         let mut auth_retried = false;
         loop {
-            attempt += 1;
             let (auth, generation) = {
                 let state = self.auth.lock().await;
                 (state.auth.clone(), state.generation)
@@ -386,15 +384,23 @@ impl Client {
                     )));
                 }
                 Err(ReadFailure::Transport(err)) => {
-                    let retryable = err.is_connect() || idempotent;
                     let error = self.transport_error(&err, path);
-                    if retryable && attempt < self.retry.attempts && error.is_transient() {
-                        let delay = self.retry.backoff(attempt);
-                        tracing::debug!(%method, path, attempt, error = %error, ?delay, "retrying");
-                        tokio::time::sleep(delay).await;
-                        continue;
+                    let attempt = if err.is_connect() {
+                        Attempt::NotSent
+                    } else {
+                        Attempt::Broken
+                    };
+                    match self
+                        .retry
+                        .next(&mut tries, idempotent, attempt, &self.busy_rules)
+                    {
+                        Some(retry) => {
+                            tracing::debug!(%method, path, error = %error, delay = ?retry.delay, reason = retry.reason, "retrying");
+                            tokio::time::sleep(retry.delay).await;
+                            continue;
+                        }
+                        None => return Err(error),
                     }
-                    return Err(error);
                 }
             };
             let status = reply.status;
@@ -405,49 +411,29 @@ impl Client {
                     return Err(BmcError::Authentication);
                 }
                 auth_retried = true;
-                attempt -= 1;
                 self.reauthenticate(generation).await?;
                 continue;
             }
             if status.is_success() {
                 self.credentials_proven.store(true, Ordering::Relaxed);
+                return Ok(reply);
             }
-            // A 500 is usually a deterministic failure ("not supported"), so it gets one
-            // more try; gateway and availability errors get the whole schedule.
-            let attempts = if status == StatusCode::INTERNAL_SERVER_ERROR {
-                self.retry.attempts.min(2)
-            } else {
-                self.retry.attempts
+            let text = String::from_utf8_lossy(&reply.body);
+            let attempt = Attempt::Answered {
+                status: status.as_u16(),
+                body: &text,
+                retry_after: retry_after(&reply),
             };
-            if status.is_server_error()
-                && (idempotent || status == StatusCode::SERVICE_UNAVAILABLE)
-                && attempt < attempts
+            match self
+                .retry
+                .next(&mut tries, idempotent, attempt, &self.busy_rules)
             {
-                let delay = retry_after(&reply)
-                    .unwrap_or_else(|| self.retry.backoff(attempt))
-                    .min(self.retry.max_backoff);
-                tracing::debug!(%method, path, status = status.as_u16(), attempt, ?delay, "retrying");
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-            if !status.is_success() {
-                let text = String::from_utf8_lossy(&reply.body);
-                if let Some(rule) = self
-                    .busy_rules
-                    .iter()
-                    .find(|rule| rule.matches(status.as_u16(), &text))
-                {
-                    busy_attempt += 1;
-                    if busy_attempt < rule.attempts {
-                        let delay = self.retry.busy_backoff(busy_attempt);
-                        tracing::info!(%method, path, status = status.as_u16(), reason = rule.reason, ?delay, "BMC busy; retrying");
-                        attempt -= 1;
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
+                Some(retry) => {
+                    tracing::info!(%method, path, status = status.as_u16(), delay = ?retry.delay, reason = retry.reason, "retrying");
+                    tokio::time::sleep(retry.delay).await;
                 }
+                None => return Ok(reply),
             }
-            return Ok(reply);
         }
     }
 

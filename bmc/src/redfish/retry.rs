@@ -67,9 +67,159 @@ impl BusyRule {
     }
 }
 
+/// What became of one attempt, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Attempt<'a> {
+    /// The request never reached the BMC (connection refused, TLS handshake failed).
+    NotSent,
+    /// The connection broke or timed out after the request may have been acted on.
+    Broken,
+    /// The BMC answered (anything but 401, which authentication handles).
+    Answered {
+        status: u16,
+        body: &'a str,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Try again after `delay`, for `reason` (logged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Retry {
+    pub(crate) delay: Duration,
+    pub(crate) reason: &'static str,
+}
+
+/// Counts of attempts so far for one request.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tries {
+    failures: u32,
+    busy: u32,
+}
+
+impl RetryPolicy {
+    /// Whether to try again, and after how long. Only what is safe is retried: requests
+    /// that never reached the BMC whatever their method; idempotent ones (`idempotent` is
+    /// false for POST actions) after broken connections and 5xx; actions only on 503, which
+    /// says the BMC did not take them. A 500 is usually deterministic and gets one more try.
+    /// Vendor "busy" answers follow their rule's count. Every path is bounded.
+    pub(crate) fn next(
+        &self,
+        tries: &mut Tries,
+        idempotent: bool,
+        attempt: Attempt<'_>,
+        busy_rules: &[BusyRule],
+    ) -> Option<Retry> {
+        match attempt {
+            Attempt::NotSent | Attempt::Broken => {
+                let safe = matches!(attempt, Attempt::NotSent) || idempotent;
+                tries.failures += 1;
+                (safe && tries.failures < self.attempts).then(|| Retry {
+                    delay: self.backoff(tries.failures),
+                    reason: "the connection failed",
+                })
+            }
+            Attempt::Answered {
+                status,
+                body,
+                retry_after,
+            } => {
+                if (500..600).contains(&status) && (idempotent || status == 503) {
+                    tries.failures += 1;
+                    let limit = if status == 500 {
+                        self.attempts.min(2)
+                    } else {
+                        self.attempts
+                    };
+                    return (tries.failures < limit).then(|| Retry {
+                        delay: retry_after
+                            .unwrap_or_else(|| self.backoff(tries.failures))
+                            .min(self.max_backoff),
+                        reason: "the BMC answered with a server error",
+                    });
+                }
+                let rule = busy_rules.iter().find(|rule| rule.matches(status, body))?;
+                tries.busy += 1;
+                (tries.busy < rule.attempts).then(|| Retry {
+                    delay: self.busy_backoff(tries.busy),
+                    reason: rule.reason,
+                })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answered(status: u16, body: &str) -> Attempt<'_> {
+        Attempt::Answered {
+            status,
+            body,
+            retry_after: None,
+        }
+    }
+
+    /// How many attempts a request gets when every one ends like `attempt`.
+    fn attempts(
+        policy: &RetryPolicy,
+        idempotent: bool,
+        attempt: Attempt<'_>,
+        rules: &[BusyRule],
+    ) -> u32 {
+        let mut tries = Tries::default();
+        let mut n = 1;
+        while policy
+            .next(&mut tries, idempotent, attempt, rules)
+            .is_some()
+        {
+            n += 1;
+            assert!(n < 100, "unbounded");
+        }
+        n
+    }
+
+    #[test]
+    fn only_safe_retries_happen_and_all_are_bounded() {
+        let policy = RetryPolicy::default();
+        let busy = [BusyRule {
+            status: 400,
+            needle: "UnableToModifyDuringSystemPOST",
+            attempts: 6,
+            reason: "POST",
+        }];
+        assert_eq!(attempts(&policy, true, Attempt::Broken, &busy), 5);
+        assert_eq!(attempts(&policy, false, Attempt::Broken, &busy), 1);
+        assert_eq!(attempts(&policy, false, Attempt::NotSent, &busy), 5);
+        assert_eq!(attempts(&policy, true, answered(502, ""), &busy), 5);
+        assert_eq!(attempts(&policy, true, answered(500, ""), &busy), 2);
+        assert_eq!(attempts(&policy, false, answered(500, ""), &busy), 1);
+        assert_eq!(attempts(&policy, false, answered(503, ""), &busy), 5);
+        assert_eq!(attempts(&policy, true, answered(404, ""), &busy), 1);
+        let during_post = answered(400, "iLO.2.15.UnableToModifyDuringSystemPOST");
+        assert_eq!(attempts(&policy, true, during_post, &busy), 6);
+        assert_eq!(attempts(&policy, true, during_post, &[]), 1);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let policy = RetryPolicy::default();
+        let mut tries = Tries::default();
+        let wait = |seconds| Attempt::Answered {
+            status: 503,
+            body: "",
+            retry_after: Some(Duration::from_secs(seconds)),
+        };
+        let delay = |r: Option<Retry>| r.map(|r| r.delay);
+        assert_eq!(
+            delay(policy.next(&mut tries, true, wait(3), &[])),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            delay(policy.next(&mut tries, true, wait(3600), &[])),
+            Some(Duration::from_secs(8))
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
