@@ -96,6 +96,7 @@ required_programs=(
   qemu-system-x86_64 qemu-img qemu-io ipmi_sim ipmitool busybox dhclient dhcping atftp tftp in.tftpd
   curl dnsmasq perfdhcp zstd pigz openssl sgdisk wipefs mkfs.ext4 mkfs.xfs mkfs.vfat xorriso
   pvcreate mdadm ip hyperfine jq virsh libvirtd objcopy
+  grub-mkrescue mformat setpriv
 )
 absent=()
 for program in "${required_programs[@]}"; do

@@ -7,12 +7,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fault_proxy;
+pub mod libvirt;
 mod ipmi_sim;
 mod net;
 mod paths;
 mod process;
 mod pyghmi_bmc;
 pub mod qemu;
+pub mod sushy;
 mod tools;
 mod udp_relay;
 

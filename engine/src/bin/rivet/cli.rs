@@ -39,7 +39,7 @@ pub(crate) enum Command {
     /// Inspect disk images and stream them to disks or files.
     Image(Pending),
     /// Talk to a BMC over Redfish or IPMI.
-    Bmc(Pending),
+    Bmc(crate::bmc::BmcArgs),
     /// Run the boot services (DHCP, TFTP, HTTP) or print a host's iPXE script.
     Boot(Pending),
     /// Run the Rivet daemon: engine, REST API and boot services.
