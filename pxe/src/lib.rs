@@ -1,6 +1,13 @@
 //! Boot services for Rivet: DHCPv4 (proxy and authoritative), TFTP, iPXE scripts and HTTP boot,
 //! with sans-IO protocol cores and tokio sockets at the edge.
-//!
-//! Status: not built yet (see the project's issue 5).
 
 #![forbid(unsafe_code)]
+
+pub mod cmdline;
+pub mod confine;
+pub mod hosts;
+pub mod ipxe;
+pub mod mac;
+
+pub use hosts::{AgentBoot, Asset, BootAction, Host, HostTable, HostTableHandle, UnknownPolicy};
+pub use mac::MacAddr;
