@@ -8,6 +8,7 @@ pub mod confine;
 pub mod hosts;
 pub mod ipxe;
 pub mod mac;
+pub mod tftp;
 
 pub use hosts::{AgentBoot, Asset, BootAction, Host, HostTable, HostTableHandle, UnknownPolicy};
 pub use mac::MacAddr;
