@@ -7,12 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod daemon;
 mod net;
 mod paths;
 mod process;
 pub mod qemu;
 mod tools;
 
+pub use daemon::Daemon;
 pub use net::{Netns, free_tcp_port, free_udp_port, tcp_port_open};
 pub use paths::{cargo_bin, fixture, scratch_dir, workspace_root};
 pub use process::{ChildGuard, wait_until};

@@ -159,7 +159,7 @@ pub enum Silence {
 #[derive(Debug)]
 struct BootOffer {
     file: String,
-    /// Loaded over TFTP from us (so siaddr and option 66 name us).
+    /// Loaded over TFTP from us (so option 66 names us).
     tftp: bool,
     class: BootClient,
 }
@@ -614,9 +614,10 @@ impl DhcpServer {
         if boot.file.len() < 128 {
             reply.set_fname_str(&boot.file);
         }
-        if boot.tftp {
-            reply.set_siaddr(self.config.server);
-        }
+        // Next-server is set even when the file is an http:// URL: iPXE counts an offer as
+        // carrying PXE options only with both siaddr and a file name, and otherwise sends
+        // ProxyDHCPREQUESTs to port 4011 and waits seconds for answers it then discards.
+        reply.set_siaddr(self.config.server);
         let options = reply.opts_mut();
         options.insert(DhcpOption::BootfileName(boot.file.as_bytes().to_vec()));
         if boot.tftp {

@@ -1,6 +1,7 @@
 //! `rivet`: the command line for Rivet — image tools, BMC control, boot services, the
 //! daemon, its client and the lab.
 
+mod boot;
 mod cli;
 mod exit;
 mod logging;
@@ -25,7 +26,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Image(_) => Err(NotImplemented::new("rivet image", 3).into()),
         Command::Bmc(_) => Err(NotImplemented::new("rivet bmc", 4).into()),
-        Command::Boot(_) => Err(NotImplemented::new("rivet boot", 5).into()),
+        Command::Boot(args) => boot::run(args),
         Command::Serve(_) => Err(NotImplemented::new("rivet serve", 7).into()),
         Command::Host(_) => Err(NotImplemented::new("rivet host", 7).into()),
         Command::Lab(_) => Err(NotImplemented::new("rivet lab", 7).into()),

@@ -267,7 +267,9 @@ fn firmware_decides_the_boot_file_and_ipxe_gets_its_script() {
             b"http://10.99.0.1:8080/boot/52-54-00-00-00-01.ipxe".to_vec()
         ))
     );
-    assert_eq!(offer.siaddr(), Ipv4Addr::UNSPECIFIED, "nothing over TFTP");
+    // siaddr even for an http:// file: iPXE needs it to count the offer as complete.
+    assert_eq!(offer.siaddr(), SERVER);
+    assert_eq!(option(&offer, OptionCode::TFTPServerName), None);
 
     let (offer, _, _) = h.reply(&Request::new(1, MessageType::Discover).http_boot());
     assert_eq!(file(&offer), "http://10.99.0.1:8080/ipxe/snponly.efi");
