@@ -175,6 +175,27 @@ impl Source {
     }
 }
 
+/// What became of a datagram handed to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Sent, or failed in a way that is as good as lost on the wire (ENOBUFS, a local
+    /// firewall's EPERM): the retransmission timer recovers.
+    Ok,
+    /// The client's port is closed (ICMP port unreachable).
+    ClientGone,
+}
+
+async fn transmit(socket: &UdpSocket, datagram: &[u8]) -> Sent {
+    match socket.send(datagram).await {
+        Ok(_) => Sent::Ok,
+        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => Sent::ClientGone,
+        Err(err) => {
+            tracing::debug!(error = %err, "TFTP datagram not sent; treating it as lost");
+            Sent::Ok
+        }
+    }
+}
+
 /// Converts to netascii: LF becomes CR LF, a bare CR becomes CR NUL (RFC 1350 / RFC 764).
 fn to_netascii(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
@@ -286,16 +307,15 @@ async fn serve(
     let mut incoming = vec![0u8; 1024];
     let mut retransmissions = 0u64;
     loop {
-        match step {
-            Step::SendOack => {
-                socket.send(transfer.oack()).await?;
-            }
+        let sent = match step {
+            Step::SendOack => transmit(&socket, transfer.oack()).await,
             Step::SendBlocks { first, last } => {
                 let (window_start, _) = transfer.block_span(first);
                 let (last_offset, last_len) = transfer.block_span(last);
                 let window_len =
                     usize::try_from(last_offset - window_start).unwrap_or(0) + last_len;
                 let window = source.bytes(window_start, window_len).await?;
+                let mut sent = Sent::Ok;
                 for block in first..=last {
                     let (offset, len) = transfer.block_span(block);
                     let start = usize::try_from(offset - window_start).unwrap_or(usize::MAX);
@@ -305,17 +325,14 @@ async fn serve(
                     packet.clear();
                     packet.extend_from_slice(&packet::data_header(Transfer::wire_block(block)));
                     packet.extend_from_slice(data);
-                    if let Err(err) = socket.send(&packet).await {
-                        // The client went away (ICMP port unreachable).
-                        if err.kind() == io::ErrorKind::ConnectionRefused {
-                            tracing::info!(%client, file = %name, "TFTP client went away");
-                            return Ok(());
-                        }
-                        return Err(err);
+                    sent = transmit(&socket, &packet).await;
+                    if sent == Sent::ClientGone {
+                        break;
                     }
                 }
+                sent
             }
-            Step::Wait => {}
+            Step::Wait => Sent::Ok,
             Step::Done => {
                 tracing::info!(
                     %client, file = %name, bytes = size, blksize, windowsize,
@@ -327,10 +344,14 @@ async fn serve(
             Step::Failed { reason, error } => {
                 tracing::info!(%client, file = %name, reason = %reason, "TFTP transfer abandoned");
                 if let Some((code, message)) = error {
-                    send_error(code, message).await?;
+                    transmit(&socket, &packet::encode_error(code, message)).await;
                 }
                 return Ok(());
             }
+        };
+        if sent == Sent::ClientGone {
+            tracing::info!(%client, file = %name, "TFTP client went away");
+            return Ok(());
         }
         let deadline = tokio::time::Instant::from_std(transfer.deadline());
         step = tokio::select! {
