@@ -520,3 +520,45 @@ fn netns_hostile_datagrams_never_stop_the_server_or_leak_files() {
     assert_file(&got, b"kernel bytes");
     server.assert_running();
 }
+
+/// Sends router solicitations from the client side until an advertisement arrives and
+/// prints its type, flags and router lifetime.
+const SOLICITOR: &str = r#"
+import socket, struct, time
+index = socket.if_nametoindex("vc")
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+s.settimeout(0.5)
+deadline = time.time() + 20
+while time.time() < deadline:
+    try:
+        s.sendto(bytes([133, 0, 0, 0, 0, 0, 0, 0]), ("ff02::2", 0, 0, index))
+    except OSError:
+        time.sleep(0.5)  # our link-local address is still tentative
+        continue
+    try:
+        while True:
+            data, peer = s.recvfrom(1500)
+            if data[0] == 134:
+                print("type=%d flags=%d lifetime=%d options=%d" % (
+                    data[0], data[5], struct.unpack("!H", data[6:8])[0], len(data) - 16))
+                raise SystemExit(0)
+    except socket.timeout:
+        pass
+raise SystemExit("no router advertisement")
+"#;
+
+#[test]
+fn netns_router_solicitations_get_an_advertisement_with_nothing_to_configure() {
+    let lab = Lab::new("pxr", "10.88.0.1/24");
+    let _server = lab.serve("{}", &["--mode", "off", "--no-tftp"]);
+    let result = lab.client_run(&["python3", "-c", SOLICITOR]);
+    assert!(result.status.success(), "{result:?}");
+    let advertisement = String::from_utf8_lossy(&result.stdout);
+    // No managed/other flags, not a default router; only the source link-layer option.
+    assert_eq!(
+        advertisement.trim(),
+        "type=134 flags=0 lifetime=0 options=8"
+    );
+}

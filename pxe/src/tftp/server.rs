@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
 use super::packet::{self, ErrorCode, Mode, Packet};
-use super::transfer::{Step, TftpLimits, Transfer, negotiate};
+use super::transfer::{Failure, Step, TftpLimits, Transfer, negotiate};
 use crate::confine::{ConfineError, ConfinedDir};
 
 /// Files read for a netascii transfer are converted in memory; larger ones must use octet.
@@ -342,7 +342,12 @@ async fn serve(
                 return Ok(());
             }
             Step::Failed { reason, error } => {
-                tracing::info!(%client, file = %name, reason = %reason, "TFTP transfer abandoned");
+                if matches!(reason, Failure::ClientError { .. }) {
+                    // Routine: EDK2 asks for `tsize` only, then aborts to fetch for real.
+                    tracing::debug!(%client, file = %name, reason = %reason, "TFTP transfer ended by the client");
+                } else {
+                    tracing::info!(%client, file = %name, reason = %reason, "TFTP transfer abandoned");
+                }
                 if let Some((code, message)) = error {
                     transmit(&socket, &packet::encode_error(code, message)).await;
                 }
