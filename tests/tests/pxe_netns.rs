@@ -71,6 +71,16 @@ impl Lab {
             .unwrap()
     }
 
+    /// Gives the client 10.88.0.2/24 and creates a TFTP root with `kernel` in it.
+    fn tftp_root(&self, kernel: &[u8]) -> PathBuf {
+        self.client
+            .exec_checked(&["ip", "addr", "add", "10.88.0.2/24", "dev", "vc"]);
+        let root = self.path("tftp");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("kernel"), kernel).unwrap();
+        root
+    }
+
     fn set_client_mac(&self, mac: &str) {
         self.client
             .exec_checked(&["ip", "link", "set", "vc", "address", mac]);
@@ -273,12 +283,8 @@ fn assert_file(path: &Path, expected: &[u8]) {
 #[test]
 fn netns_tftp_transfers_survive_packet_loss() {
     let lab = Lab::new("pxl", "10.88.0.1/24");
-    lab.client
-        .exec_checked(&["ip", "addr", "add", "10.88.0.2/24", "dev", "vc"]);
-    let root = lab.path("tftp");
-    std::fs::create_dir(&root).unwrap();
     let content = pattern(96 * 1024 + 77);
-    std::fs::write(root.join("kernel"), &content).unwrap();
+    let root = lab.tftp_root(&content);
     let _server = lab.serve(
         "{}",
         &[
@@ -463,11 +469,7 @@ print("sent", len(packets) * 3 + len(tftp))
 #[test]
 fn netns_hostile_datagrams_never_stop_the_server_or_leak_files() {
     let lab = Lab::new("pxz", "10.88.0.1/24");
-    lab.client
-        .exec_checked(&["ip", "addr", "add", "10.88.0.2/24", "dev", "vc"]);
-    let root = lab.path("tftp");
-    std::fs::create_dir(&root).unwrap();
-    std::fs::write(root.join("kernel"), b"kernel bytes").unwrap();
+    let root = lab.tftp_root(b"kernel bytes");
     let mut server = lab.serve(
         HOSTS,
         &[

@@ -17,7 +17,7 @@ mod pxe_common;
 use std::time::Duration;
 
 use pxe_common::{BOOT_TIMEOUT, BootLab, MARKER, bios_console_on_serial};
-use rivet_tests::qemu::{Firmware, GuestBuilder};
+use rivet_tests::qemu::{Firmware, Guest, GuestBuilder};
 
 const MAC: &str = "52:54:00:12:34:02";
 
@@ -40,6 +40,17 @@ fn firmware_nic(guest: GuestBuilder) -> GuestBuilder {
         .arg(format!("virtio-net-pci,netdev=n0,mac={MAC},romfile="))
 }
 
+/// A BIOS guest whose virtio NIC (with QEMU's iPXE option ROM) is on tap0, booting from
+/// the network, with SeaBIOS and iPXE output on its serial console.
+fn bios_ipxe_guest(lab: &BootLab, name: &str) -> Guest {
+    let guest = GuestBuilder::new(name)
+        .in_netns(&lab.ns)
+        .tap_nic("tap0", MAC)
+        .arg("-boot")
+        .arg("n");
+    bios_console_on_serial(guest, lab.dir.path()).start(lab.dir.path())
+}
+
 fn assert_agent_booted(serial: &str) {
     let cmdline = serial
         .lines()
@@ -55,12 +66,7 @@ fn vm_bios_ipxe_rom_boots_the_agent_from_the_authoritative_server() {
     lab.ns.add_tap("tap0", "br0");
     lab.hosts(&agent_table(r#", "ipv4": "10.99.0.50""#));
     let mut server = lab.serve(&["--mode", "authoritative"]);
-    let guest = GuestBuilder::new("bios-auth")
-        .in_netns(&lab.ns)
-        .tap_nic("tap0", MAC)
-        .arg("-boot")
-        .arg("n");
-    let mut guest = bios_console_on_serial(guest, lab.dir.path()).start(lab.dir.path());
+    let mut guest = bios_ipxe_guest(&lab, "bios-auth");
     let serial = guest.wait_for_serial(MARKER, BOOT_TIMEOUT);
     // iPXE announced itself (option 175) and went straight to its script over HTTP.
     assert!(
@@ -91,12 +97,7 @@ fn vm_bios_ipxe_rom_takes_proxydhcp_from_rivet_and_its_address_from_dnsmasq() {
     let (_peer, dnsmasq) = lab.address_server();
     lab.hosts(&agent_table(""));
     let mut server = lab.serve(&["--mode", "proxy"]);
-    let guest = GuestBuilder::new("bios-proxy")
-        .in_netns(&lab.ns)
-        .tap_nic("tap0", MAC)
-        .arg("-boot")
-        .arg("n");
-    let mut guest = bios_console_on_serial(guest, lab.dir.path()).start(lab.dir.path());
+    let mut guest = bios_ipxe_guest(&lab, "bios-proxy");
     let serial = guest.wait_for_serial(MARKER, BOOT_TIMEOUT);
     assert!(
         serial.contains("net0: 10.99.0.1"),

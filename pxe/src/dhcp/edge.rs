@@ -70,13 +70,13 @@ pub(crate) fn bind_udp(
 #[derive(Debug)]
 struct Sockets {
     dhcp: UdpSocket,
-    proxy_boot: Option<UdpSocket>,
+    proxy_boot: UdpSocket,
 }
 
 impl Sockets {
     async fn send(&self, reply: &Reply) {
         let socket = match reply.from {
-            ServerPort::ProxyBoot => self.proxy_boot.as_ref().unwrap_or(&self.dhcp),
+            ServerPort::ProxyBoot => &self.proxy_boot,
             ServerPort::Dhcp => &self.dhcp,
         };
         if let Err(err) = socket.send_to(&reply.datagram, reply.to).await {
@@ -115,11 +115,7 @@ impl DhcpService {
         ports: DhcpPorts,
     ) -> io::Result<Self> {
         let dhcp = bind_udp(interface, Ipv4Addr::UNSPECIFIED, ports.dhcp)?;
-        let proxy_boot = Some(bind_udp(
-            interface,
-            Ipv4Addr::UNSPECIFIED,
-            ports.proxy_boot,
-        )?);
+        let proxy_boot = bind_udp(interface, Ipv4Addr::UNSPECIFIED, ports.proxy_boot)?;
         Ok(Self {
             server,
             store: store.map(Arc::new),
@@ -145,7 +141,7 @@ impl DhcpService {
                     let (len, source) = received?;
                     (len, source, ServerPort::Dhcp, false)
                 }
-                received = recv_optional(sockets.proxy_boot.as_ref(), &mut boot_buffer) => {
+                received = sockets.proxy_boot.recv_from(&mut boot_buffer) => {
                     let (len, source) = received?;
                     (len, source, ServerPort::ProxyBoot, true)
                 }
@@ -185,16 +181,6 @@ impl DhcpService {
                 }
             }
         }
-    }
-}
-
-async fn recv_optional(
-    socket: Option<&UdpSocket>,
-    buffer: &mut [u8],
-) -> io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(socket) => socket.recv_from(buffer).await,
-        None => std::future::pending().await,
     }
 }
 

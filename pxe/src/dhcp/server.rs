@@ -318,13 +318,12 @@ impl DhcpServer {
                 "relayed from a subnet without a pool (give the host a fixed address)",
             ));
         }
-        let requested = match request.opts().get(OptionCode::RequestedIpAddress) {
-            Some(DhcpOption::RequestedIpAddress(address)) => Some(*address),
-            _ => None,
-        };
-        for candidate in [self.leases.address_of(&client.id), requested]
-            .into_iter()
-            .flatten()
+        for candidate in [
+            self.leases.address_of(&client.id),
+            requested_address(request),
+        ]
+        .into_iter()
+        .flatten()
         {
             if self.may_hold(hosts, client, host, candidate, now) {
                 return Ok(candidate);
@@ -362,10 +361,7 @@ impl DhcpServer {
         now: u64,
     ) -> Result<Handled, Silence> {
         let host = eligible_host(hosts, client)?;
-        let requested = match request.opts().get(OptionCode::RequestedIpAddress) {
-            Some(DhcpOption::RequestedIpAddress(address)) => Some(*address),
-            _ => None,
-        };
+        let requested = requested_address(request);
         let ciaddr = Some(request.ciaddr()).filter(|address| !address.is_unspecified());
         let address = match request.opts().get(OptionCode::ServerIdentifier) {
             // SELECTING: the client answers one server's offer.
@@ -422,11 +418,8 @@ impl DhcpServer {
         now: u64,
     ) -> Result<Handled, Silence> {
         self.check_server_id(request)?;
-        let Some(DhcpOption::RequestedIpAddress(address)) =
-            request.opts().get(OptionCode::RequestedIpAddress).cloned()
-        else {
-            return Err(Silence::NotForUs("DECLINE names no address"));
-        };
+        let address =
+            requested_address(request).ok_or(Silence::NotForUs("DECLINE names no address"))?;
         if self
             .leases
             .get(address)
@@ -681,6 +674,14 @@ impl DhcpServer {
             }),
             persist: Vec::new(),
         })
+    }
+}
+
+/// Option 50, the address the client asks for.
+fn requested_address(request: &Message) -> Option<Ipv4Addr> {
+    match request.opts().get(OptionCode::RequestedIpAddress) {
+        Some(DhcpOption::RequestedIpAddress(address)) => Some(*address),
+        _ => None,
     }
 }
 

@@ -2,8 +2,9 @@
 //! `tsize` and `timeout` (RFC 2349) and `windowsize` (RFC 7440).
 //!
 //! [`packet`] and [`transfer`] are the sans-IO core (bytes and time in, actions out);
-//! [`server`] is the tokio edge. Files are opened through [`crate::confine`], so requests
-//! never leave the served directory.
+//! [`server`] is the edge: a tokio socket for requests, a thread per transfer (see there
+//! why). Files are opened through [`crate::confine`], so requests never leave the served
+//! directory.
 
 pub mod packet;
 pub mod server;
