@@ -2,8 +2,6 @@
 //! an HTTP root with the test kernel and a marker initramfs, a host table, and helpers to
 //! start the server and a separate address server (dnsmasq).
 
-#![allow(dead_code)] // each test file uses a different subset
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
