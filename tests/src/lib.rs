@@ -7,9 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod daemon;
 pub mod fault_proxy;
-pub mod libvirt;
 mod ipmi_sim;
+pub mod libvirt;
 mod net;
 mod paths;
 mod process;
@@ -19,6 +20,7 @@ pub mod sushy;
 mod tools;
 mod udp_relay;
 
+pub use daemon::Daemon;
 pub use ipmi_sim::{IPMI_OPERATOR, IPMI_PASSWORD, IPMI_USER, IpmiSim, ipmitool, udp_port_taken};
 pub use net::{Netns, free_tcp_port, free_udp_port, tcp_port_open};
 pub use paths::{cargo_bin, fixture, scratch_dir, workspace_root};

@@ -41,7 +41,7 @@ pub(crate) enum Command {
     /// Talk to a BMC over Redfish or IPMI.
     Bmc(crate::bmc::BmcArgs),
     /// Run the boot services (DHCP, TFTP, HTTP) or print a host's iPXE script.
-    Boot(Pending),
+    Boot(crate::boot::BootArgs),
     /// Run the Rivet daemon: engine, REST API and boot services.
     Serve(Pending),
     /// Manage hosts through a running daemon.

@@ -2,6 +2,7 @@
 //! daemon, its client and the lab.
 
 mod bmc;
+mod boot;
 mod cli;
 mod exit;
 mod logging;
@@ -26,7 +27,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Image(_) => Err(NotImplemented::new("rivet image", 3).into()),
         Command::Bmc(args) => bmc::run(args),
-        Command::Boot(_) => Err(NotImplemented::new("rivet boot", 5).into()),
+        Command::Boot(args) => boot::run(args),
         Command::Serve(_) => Err(NotImplemented::new("rivet serve", 7).into()),
         Command::Host(_) => Err(NotImplemented::new("rivet host", 7).into()),
         Command::Lab(_) => Err(NotImplemented::new("rivet lab", 7).into()),
