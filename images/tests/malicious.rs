@@ -665,17 +665,7 @@ async fn a_damaged_compressed_cluster_fails_and_wipes() {
     let dir = scratch_dir("damaged");
     let raw = dir.path().join("text.raw");
     std::fs::write(&raw, "compressible text ".repeat(200_000)).unwrap();
-    let image = dir.path().join("damaged.qcow2");
-    qemu_img(&[
-        "convert",
-        "-c",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        raw.to_str().unwrap(),
-        image.to_str().unwrap(),
-    ]);
+    let image = common::convert(dir.path(), &raw, "damaged", &["-c"]).path;
     let mut bytes = std::fs::read(&image).unwrap();
     let header = Header::parse(&bytes).unwrap();
     let l1 = header.l1_table_offset as usize;

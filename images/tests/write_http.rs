@@ -503,16 +503,6 @@ async fn https_with_a_private_ca_and_verification_on_by_default() {
 fn corpus_subset(dir: &Path) -> (PathBuf, String) {
     let raw = dir.join("base.raw");
     mixed_raw(&raw, 4, 17);
-    let image = dir.join("tls.qcow2");
-    common::qemu_img(&[
-        "convert",
-        "-c",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        raw.to_str().unwrap(),
-        image.to_str().unwrap(),
-    ]);
+    let image = common::convert(dir, &raw, "tls", &["-c"]).path;
     (image, "tls.qcow2".into())
 }

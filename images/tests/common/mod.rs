@@ -116,7 +116,8 @@ pub(crate) fn reference_raw(image: &Path, dir: &Path) -> Vec<u8> {
     bytes
 }
 
-fn convert(dir: &Path, base: &Path, name: &'static str, extra: &[&str]) -> Image {
+/// `qemu-img convert -f raw -O qcow2 <extra…> base <dir>/<name>.qcow2`.
+pub(crate) fn convert(dir: &Path, base: &Path, name: &'static str, extra: &[&str]) -> Image {
     let path = dir.join(format!("{name}.qcow2"));
     let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
     args.extend_from_slice(extra);
