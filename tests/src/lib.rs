@@ -9,6 +9,7 @@
 
 mod daemon;
 pub mod fault_proxy;
+pub mod http;
 mod ipmi_sim;
 pub mod libvirt;
 mod net;

@@ -37,7 +37,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Inspect disk images and stream them to disks or files.
-    Image(Pending),
+    Image(crate::image::ImageArgs),
     /// Talk to a BMC over Redfish or IPMI.
     Bmc(crate::bmc::BmcArgs),
     /// Run the boot services (DHCP, TFTP, HTTP) or print a host's iPXE script.

@@ -6,6 +6,8 @@
 //! | 1    | the operation failed (the report says why) |
 //! | 2    | the command line is invalid (printed by clap) |
 //! | 3    | the command exists but is not implemented yet |
+//! | 4    | verification failed (checksum mismatch) |
+//! | 5    | image refused (unsafe or unsupported format) |
 //! | 6    | the BMC rejected the credentials |
 //! | 7    | the BMC could not be reached or did not answer in time |
 //!
@@ -16,6 +18,8 @@ use std::process::ExitCode;
 
 pub(crate) const FAILURE: u8 = 1;
 pub(crate) const NOT_IMPLEMENTED: u8 = 3;
+pub(crate) const VERIFICATION_FAILED: u8 = 4;
+pub(crate) const IMAGE_REFUSED: u8 = 5;
 pub(crate) const BMC_AUTHENTICATION: u8 = 6;
 pub(crate) const BMC_UNREACHABLE: u8 = 7;
 
@@ -49,6 +53,14 @@ fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.is::<NotImplemented>() {
             return NOT_IMPLEMENTED;
+        }
+        if let Some(image) = cause.downcast_ref::<rivet_images::ImageError>() {
+            if image.is_verification_failure() {
+                return VERIFICATION_FAILED;
+            }
+            if image.is_refusal() {
+                return IMAGE_REFUSED;
+            }
         }
         if let Some(err) = cause.downcast_ref::<rivet_bmc::BmcError>()
             && let Some(code) = bmc_code(err)
@@ -94,6 +106,23 @@ mod tests {
             anyhow::Error::new(NotImplemented::new("rivet lab", 7)).context("starting the lab");
         assert_eq!(code_for(&err), NOT_IMPLEMENTED);
         assert_eq!(code_for(&anyhow::anyhow!("boom")), FAILURE);
+    }
+
+    #[test]
+    fn image_verification_and_refusal_have_their_own_codes() {
+        let mismatch = rivet_images::ImageError::Wiped {
+            cause: Box::new(rivet_images::ImageError::ChecksumMismatch {
+                algorithm: rivet_images::ChecksumAlgorithm::Sha256,
+                expected: "a".into(),
+                actual: "b".into(),
+            }),
+        };
+        let err = anyhow::Error::new(mismatch).context("writing");
+        assert_eq!(code_for(&err), VERIFICATION_FAILED);
+        let refused = anyhow::Error::new(rivet_images::ImageError::Refused(
+            rivet_images::Refusal::Empty,
+        ));
+        assert_eq!(code_for(&refused), IMAGE_REFUSED);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod bmc;
 mod boot;
 mod cli;
 mod exit;
+mod image;
 mod logging;
 
 use std::process::ExitCode;
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Image(_) => Err(NotImplemented::new("rivet image", 3).into()),
+        Command::Image(args) => image::run(args),
         Command::Bmc(args) => bmc::run(args),
         Command::Boot(args) => boot::run(args),
         Command::Serve(_) => Err(NotImplemented::new("rivet serve", 7).into()),
