@@ -5,6 +5,8 @@
 //! (`rivet-bmc`), the DHCP/TFTP/HTTP boot services (`rivet-pxe`) and the TLS agent channel
 //! plug in here without the lifecycle or the runtime changing.
 
+pub mod agent_channel;
+
 use std::fmt;
 use std::sync::Arc;
 
