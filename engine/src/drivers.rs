@@ -6,6 +6,7 @@
 //! plug in here without the lifecycle or the runtime changing.
 
 pub mod agent_channel;
+pub mod bmc;
 
 use std::fmt;
 use std::sync::Arc;
