@@ -7,6 +7,7 @@
 
 pub mod agent_channel;
 pub mod bmc;
+pub mod boot;
 
 use std::fmt;
 use std::sync::Arc;
