@@ -201,6 +201,14 @@ impl Rig {
     }
 }
 
+/// A rig with host `name` enrolled and waiting for its agent, and that agent's token.
+async fn rig_with_host(name: &str) -> (Rig, String) {
+    let rig = rig(settings()).await;
+    rig.enroll(name).await;
+    let token = rig.token().await;
+    (rig, token)
+}
+
 async fn wait_for(
     handle: &EngineHandle,
     name: &str,
@@ -304,9 +312,7 @@ fn image(url: &str) -> ImageSpec {
 
 #[tokio::test]
 async fn inspect_clean_deploy_and_release_round_trip_with_the_real_client() {
-    let rig = rig(settings()).await;
-    rig.enroll("h1").await;
-    let token = rig.token().await;
+    let (rig, token) = rig_with_host("h1").await;
     let agent = Arc::new(TestAgent::default());
     let running = rig.run_agent(&rig.url, &token, &agent);
     let mut events = rig.handle.subscribe();
@@ -406,9 +412,7 @@ async fn a_wrong_token_or_an_unknown_machine_never_gets_a_websocket_nor_reaches_
     // The test runs on one thread, so every task the engine and the client spawn logs here.
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let rig = rig(settings()).await;
-    rig.enroll("h2").await;
-    let token = rig.token().await;
+    let (rig, token) = rig_with_host("h2").await;
     let guess = "not-the-token-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let wrong = rig.client(&rig.url, &rig.tls.fingerprint, guess);
     assert!(
@@ -446,9 +450,7 @@ async fn a_wrong_token_or_an_unknown_machine_never_gets_a_websocket_nor_reaches_
 
 #[tokio::test]
 async fn the_client_refuses_an_engine_whose_certificate_is_not_pinned() {
-    let rig = rig(settings()).await;
-    rig.enroll("h3").await;
-    let token = rig.token().await;
+    let (rig, token) = rig_with_host("h3").await;
     // Another engine's CA: a valid certificate authority, just not the pinned one.
     let elsewhere = tempfile::tempdir().unwrap();
     let other = TlsMaterial::issue(elsewhere.path(), &["localhost".into()]).unwrap();
@@ -517,9 +519,7 @@ impl Drop for Relay {
 
 #[tokio::test]
 async fn a_dropped_connection_is_reconnected_and_the_deploy_in_flight_completes_once() {
-    let rig = rig(settings()).await;
-    rig.enroll("h4").await;
-    let token = rig.token().await;
+    let (rig, token) = rig_with_host("h4").await;
     let upstream: u16 = rig.url.rsplit(':').next().unwrap().parse().unwrap();
     let relay = Relay::start(upstream).await;
     let gate = Arc::new(Notify::new());
@@ -648,9 +648,7 @@ async fn a_command_nobody_answers_times_out() {
 
 #[tokio::test]
 async fn an_agent_that_leaves_mid_command_and_stays_away_fails_it_after_the_grace() {
-    let rig = rig(settings()).await;
-    rig.enroll("h8").await;
-    let token = rig.token().await;
+    let (rig, token) = rig_with_host("h8").await;
     let agent = Arc::new(TestAgent {
         hang_inspect: true,
         ..TestAgent::default()
@@ -678,9 +676,7 @@ async fn an_agent_that_leaves_mid_command_and_stays_away_fails_it_after_the_grac
 
 #[tokio::test]
 async fn agent_failures_keep_their_meaning() {
-    let rig = rig(settings()).await;
-    rig.enroll("h6").await;
-    let token = rig.token().await;
+    let (rig, token) = rig_with_host("h6").await;
     let agent = Arc::new(TestAgent::default());
     let running = rig.run_agent(&rig.url, &token, &agent);
     wait_for(&rig.handle, "h6", "available", settled(S::Available)).await;
@@ -713,11 +709,21 @@ async fn agent_failures_keep_their_meaning() {
     rig.shutdown().await;
 }
 
+/// Upgrade headers a WebSocket client sends, without the ones under test.
+fn upgrade_request(http: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    http.get(url)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+}
+
 #[tokio::test]
-async fn the_route_wants_a_websocket_in_our_subprotocol() {
-    let rig = rig(settings()).await;
+async fn malformed_handshakes_are_refused_with_a_reason() {
+    let (rig, token) = rig_with_host("h9").await;
     let http = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(rig.tls.trust_pem.as_bytes()).unwrap())
+        .http1_only()
         .build()
         .unwrap();
     let url = format!(
@@ -730,5 +736,112 @@ async fn the_route_wants_a_websocket_in_our_subprotocol() {
     assert_eq!(plain.status().as_u16(), 426);
     let text = plain.text().await.unwrap();
     assert!(text.contains("WebSocket"), "{text}");
+    let cases = [
+        // (subprotocol, authorization, macs, expected status, expected text)
+        (
+            None,
+            Some(format!("Bearer {token}")),
+            Some("52:54:00:c4:00:01"),
+            400,
+            "subprotocol",
+        ),
+        (
+            Some("rivet-agent.v1"),
+            None,
+            Some("52:54:00:c4:00:01"),
+            401,
+            "token is required",
+        ),
+        (
+            Some("rivet-agent.v1"),
+            Some(token.clone()),
+            Some("52:54:00:c4:00:01"),
+            401,
+            "token is required",
+        ),
+        (
+            Some("rivet-agent.v1"),
+            Some(format!("Bearer {token}")),
+            None,
+            400,
+            "no MAC address",
+        ),
+        (
+            Some("rivet-agent.v1"),
+            Some(format!("Bearer {token}")),
+            Some("52:54:00:c4:00"),
+            400,
+            "not a MAC address",
+        ),
+    ];
+    for (protocol, authorization, macs, status, text) in cases {
+        let mut request = upgrade_request(&http, &url);
+        if let Some(protocol) = protocol {
+            request = request.header("sec-websocket-protocol", protocol);
+        }
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        if let Some(macs) = macs {
+            request = request.header("rivet-agent-macs", macs);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{protocol:?} {macs:?}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(text), "{body}");
+        assert!(!body.contains(&token), "the answer echoes no token");
+    }
+    assert!(rig.channel.connected_hosts().is_empty());
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agent_that_breaks_the_protocol_is_disconnected() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let (rig, token) = rig_with_host("h10").await;
+    // A hand-made client: TLS pinned like the agent's, then whatever bytes it likes.
+    let pin = rivet_agent::channel::Fingerprint::parse(&rig.tls.fingerprint).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(
+        rivet_agent::channel::pin::client_config(pin).unwrap(),
+    ));
+    let port: u16 = rig.url.rsplit(':').next().unwrap().parse().unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tls.connect(name, tcp).await.unwrap();
+    let mut request = format!("wss://localhost:{port}/v1/agent/connect")
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    headers.insert("sec-websocket-protocol", "rivet-agent.v1".parse().unwrap());
+    headers.insert("rivet-agent-macs", MAC.to_string().parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    wait_for(&rig.handle, "h10", "connected", |view| {
+        view.status.agent.connected
+    })
+    .await;
+    socket
+        .send(Message::text(r#"{"type":"result","id":"seven"}"#))
+        .await
+        .unwrap();
+    // The engine closes the connection and reports the agent gone.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(Ok(frame)) = socket.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the engine closed the connection");
+    wait_for(&rig.handle, "h10", "disconnected", |view| {
+        !view.status.agent.connected
+    })
+    .await;
     rig.shutdown().await;
 }
