@@ -330,20 +330,27 @@ impl Inner {
     }
 
     /// Routes a message from `host`'s agent to the command it answers.
+    /// An agent can only answer the commands sent to its own host.
     fn deliver(&self, host: HostId, id: u64, event: Delivery) {
-        let action = self.with_state(|state| {
-            let pending = state.pending.get_mut(&id).filter(|p| p.host == host)?;
-            Some(match event {
-                Delivery::Progress(progress) => Err((pending.progress.clone()?, progress)),
-                Delivery::Result(outcome) => Ok((pending.reply.take()?, outcome)),
-            })
-        });
-        match action {
-            Some(Ok((reply, outcome))) => {
-                let _ = reply.send(outcome);
-            }
-            Some(Err((sink, progress))) => sink(progress),
-            None => tracing::debug!(%host, id, "ignored a message for no pending command"),
+        // Take what is needed under the lock; call out (sink, reply) after releasing it.
+        let handled = match event {
+            Delivery::Progress(progress) => self
+                .with_state(|state| {
+                    let pending = state.pending.get(&id).filter(|p| p.host == host)?;
+                    pending.progress.clone()
+                })
+                .map(|sink| sink(progress)),
+            Delivery::Result(outcome) => self
+                .with_state(|state| {
+                    let pending = state.pending.get_mut(&id).filter(|p| p.host == host)?;
+                    pending.reply.take()
+                })
+                .map(|reply| {
+                    let _ = reply.send(outcome);
+                }),
+        };
+        if handled.is_none() {
+            tracing::debug!(%host, id, "ignored a message for no pending command");
         }
     }
 }
