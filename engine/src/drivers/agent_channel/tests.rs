@@ -241,6 +241,12 @@ struct TestAgent {
     deploy_gate: Option<Arc<Notify>>,
     /// When set, inspections never finish.
     hang_inspect: bool,
+    /// Deploys that got past the gate.
+    deploys_done: AtomicUsize,
+}
+
+fn gate_passed(agent: &TestAgent) -> bool {
+    agent.deploys_done.load(Ordering::SeqCst) == 1
 }
 
 fn inventory() -> HardwareDetails {
@@ -295,6 +301,7 @@ impl JobHandler for TestAgent {
             gate.notified().await;
         }
         progress.report(Some(100), "image written");
+        self.deploys_done.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -477,10 +484,11 @@ async fn the_client_refuses_an_engine_whose_certificate_is_not_pinned() {
 }
 
 /// Relays TCP to `upstream` and can cut every relayed connection (a real network fault:
-/// both sides see their TCP connection end).
+/// both sides see their TCP connection end) and refuse new ones while it is down.
 struct Relay {
     port: u16,
     cut: Arc<Notify>,
+    down: Arc<std::sync::atomic::AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -489,10 +497,14 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(Notify::new());
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = tokio::spawn({
-            let cut = cut.clone();
+            let (cut, down) = (cut.clone(), down.clone());
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
+                    if down.load(Ordering::SeqCst) {
+                        continue;
+                    }
                     let cut = cut.clone();
                     tokio::spawn(async move {
                         let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream)).await
@@ -507,7 +519,22 @@ impl Relay {
                 }
             }
         });
-        Self { port, cut, task }
+        Self {
+            port,
+            cut,
+            down,
+            task,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones until [`Relay::up`].
+    fn down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    fn up(&self) {
+        self.down.store(false, Ordering::SeqCst);
     }
 }
 
@@ -518,7 +545,7 @@ impl Drop for Relay {
 }
 
 #[tokio::test]
-async fn a_dropped_connection_is_reconnected_and_the_deploy_in_flight_completes_once() {
+async fn a_deploy_that_finishes_while_the_link_is_down_is_reported_once_it_is_back() {
     let (rig, token) = rig_with_host("h4").await;
     let upstream: u16 = rig.url.rsplit(':').next().unwrap().parse().unwrap();
     let relay = Relay::start(upstream).await;
@@ -551,16 +578,31 @@ async fn a_dropped_connection_is_reconnected_and_the_deploy_in_flight_completes_
         "the deploy started"
     );
 
-    relay.cut.notify_waiters();
+    relay.down();
     wait_for(&rig.handle, "h4", "disconnected", |view| {
         !view.status.agent.connected
     })
     .await;
+    // The deploy ends while the agent cannot reach the engine…
+    gate.notify_one();
+    for _ in 0..2000 {
+        if gate_passed(&agent) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        gate_passed(&agent),
+        "the deploy finished while disconnected"
+    );
+    let still = rig.handle.get("h4").await.unwrap().unwrap();
+    assert_eq!(still.status.state, S::Provisioning);
+    // …and its result crosses the next connection.
+    relay.up();
     wait_for(&rig.handle, "h4", "reconnected", |view| {
         view.status.agent.connected
     })
     .await;
-    gate.notify_one();
     wait_for(&rig.handle, "h4", "provisioned", settled(S::Provisioned)).await;
     assert_eq!(
         agent.deploys.load(Ordering::SeqCst),
