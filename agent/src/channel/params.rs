@@ -107,29 +107,31 @@ impl ChannelParams {
         })
     }
 
-    /// Reads the parameters from a kernel command line (`/proc/cmdline`). Later words win,
-    /// as they do for the kernel.
+    /// Reads the parameters from a kernel command line (`/proc/cmdline`) split on white
+    /// space; later words win, as they do for the kernel. The engine never quotes these
+    /// values (iPXE cannot), so no quote handling is needed.
     pub fn from_cmdline(cmdline: &str) -> Result<Self, ParamsError> {
-        let mut found: [Option<&str>; 4] = [None; 4];
-        for word in cmdline.split_ascii_whitespace() {
-            let Some((key, value)) = word.split_once('=') else {
-                continue;
-            };
-            let slot = match key {
-                PARAM_URL => 0,
-                PARAM_CA => 1,
-                PARAM_TOKEN => 2,
-                PARAM_HOST => 3,
-                _ => continue,
-            };
-            found[slot] = Some(value);
-        }
-        let [url, ca, token, host] = found;
+        let words: Vec<(&str, &str)> = cmdline
+            .split_ascii_whitespace()
+            .filter_map(|word| word.split_once('='))
+            .collect();
+        Self::from_lookup(|name| {
+            words
+                .iter()
+                .rev()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| *value)
+        })
+    }
+
+    /// Reads the parameters through `get`, which returns the value of a command-line
+    /// parameter by name — for callers that already parsed the command line.
+    pub fn from_lookup<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, ParamsError> {
         Self::new(
-            url.ok_or(ParamsError::Missing(PARAM_URL))?,
-            ca.ok_or(ParamsError::Missing(PARAM_CA))?,
-            token.ok_or(ParamsError::Missing(PARAM_TOKEN))?,
-            host,
+            get(PARAM_URL).ok_or(ParamsError::Missing(PARAM_URL))?,
+            get(PARAM_CA).ok_or(ParamsError::Missing(PARAM_CA))?,
+            get(PARAM_TOKEN).ok_or(ParamsError::Missing(PARAM_TOKEN))?,
+            get(PARAM_HOST),
         )
     }
 
@@ -165,6 +167,12 @@ mod tests {
         assert_eq!(params.host, None);
         let again = ChannelParams::from_cmdline(&params.cmdline_words().join(" ")).unwrap();
         assert_eq!(again, params);
+        // Later words win, as for the kernel.
+        let twice = format!("{cmdline} rivet.token=second");
+        assert_eq!(
+            ChannelParams::from_cmdline(&twice).unwrap().token.expose(),
+            "second"
+        );
         assert!(!format!("{params:?}").contains("abc-_XYZ09"));
     }
 
