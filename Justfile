@@ -16,13 +16,14 @@ deps:
 build:
     cargo build --workspace --all-targets
 
-# Check formatting and lints, then run the whole test suite against real peers.
+# Check formatting and lints, run the whole test suite against real peers, build the guide.
 test: deps
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo build --workspace --bins
     cargo nextest run --workspace --no-fail-fast
     cargo test --workspace --doc
+    scripts/docs.sh
 
 # The main demo: the most complete end-to-end run Rivet can do today.
 demo: deps
