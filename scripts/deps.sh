@@ -24,6 +24,8 @@ base_packages=(
   zstd pigz openssl
   # disks, partitions and filesystems for agent and image tests
   gdisk parted dosfstools mtools xorriso e2fsprogs xfsprogs lvm2 mdadm util-linux fdisk
+  # more file-system signatures for the agent's cleaning tests
+  btrfs-progs cryptsetup-bin
   # boot media: ISO hybrid boot and the UEFI stub for the demo's unified kernel image
   isolinux syslinux-common grub-efi-amd64-bin grub-pc-bin systemd-boot-efi binutils
   # network plumbing
@@ -95,7 +97,7 @@ fi
 required_programs=(
   qemu-system-x86_64 qemu-img qemu-io ipmi_sim ipmitool busybox dhclient dhcping atftp tftp in.tftpd
   curl dnsmasq perfdhcp zstd pigz openssl sgdisk wipefs mkfs.ext4 mkfs.xfs mkfs.vfat xorriso
-  pvcreate mdadm ip hyperfine jq virsh libvirtd objcopy
+  pvcreate mdadm mkfs.btrfs cryptsetup ip hyperfine jq virsh libvirtd objcopy
 )
 absent=()
 for program in "${required_programs[@]}"; do

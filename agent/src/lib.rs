@@ -5,11 +5,20 @@
 //!   BareMetalHost `HardwareDetails` shape plus the fields IPA reports besides.
 //! - [`hints`]: root-device hints (BMO fields and Ironic's operator grammar) and the choice
 //!   of the disk that receives the image.
+//! - [`clean`]: metadata wiping (partition tables and signatures, as `wipefs` sees them) and
+//!   whole-disk erasure (NVMe Format/Sanitize, secure discard, write-zeroes, discard,
+//!   zeroing), with IPA's guard against wiping shared cluster storage.
+//! - [`partition`]: GPT and MBR reading and editing; [`disk`]: an open block device or image.
 //!
 //! Everything that reads the machine goes through [`sysfs::SysRoot`], so it runs unchanged on
 //! captured trees in tests.
 
+pub mod clean;
 pub mod cmdline;
+pub mod console;
+pub mod disk;
 pub mod hints;
 pub mod inventory;
+mod ioctl;
+pub mod partition;
 pub mod sysfs;

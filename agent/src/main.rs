@@ -3,15 +3,20 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use rivet_agent::inventory::Inventory;
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use rivet_agent::clean::{self, CleanMode, CleanOptions, CleanTarget};
+use rivet_agent::console::Progress;
+use rivet_agent::inventory::{Inventory, live_addresses};
 use rivet_agent::sysfs::SysRoot;
 
-/// Rivet's ramdisk agent.
+/// Rivet's ramdisk agent: inventory, disk cleaning, image deployment.
 #[derive(Debug, Parser)]
 #[command(name = "rivet-agent", version)]
 struct Cli {
+    /// More logging (-v debug, -vv trace); logs go to standard error.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,12 +35,42 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
     },
+    /// Clean disks: remove partition tables and signatures, or erase every byte.
+    Clean {
+        #[arg(long, value_enum, default_value = "metadata")]
+        mode: Mode,
+        /// A disk (device or image file) to clean; repeat for several.
+        #[arg(long = "disk", value_name = "DEVICE", required_unless_present = "all")]
+        disks: Vec<PathBuf>,
+        /// Every disk the inventory finds (virtual media excepted).
+        #[arg(long, conflicts_with = "disks")]
+        all: bool,
+        /// Report read-only disks as skipped rather than failing on them.
+        #[arg(long)]
+        skip_read_only: bool,
+        /// Clean disks holding GPFS, VMFS or GFS2 volumes too.
+        #[arg(long)]
+        force: bool,
+        /// Disks cleaned at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Metadata,
+    Erase,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -43,13 +78,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("warn,rivet_agent={level}"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Inventory { json, record, root } => {
-            // A captured tree has no live interfaces; its addresses are not this machine's.
+            // A captured tree has no live interfaces; this machine's addresses are not its.
             let addresses = match root {
                 Some(_) => Vec::new(),
-                None => rivet_agent::inventory::live_addresses(),
+                None => live_addresses(),
             };
             let mut sys = root.map_or_else(SysRoot::live, SysRoot::at);
             if let Some(dir) = record {
@@ -63,7 +114,72 @@ fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 print!("{inventory}");
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Clean {
+            mode,
+            disks,
+            all,
+            skip_read_only,
+            force,
+            parallel,
+            json,
+        } => {
+            let inventory = Inventory::collect_live();
+            let targets: Vec<CleanTarget> = if all {
+                inventory
+                    .storage
+                    .iter()
+                    .map(CleanTarget::from_inventory)
+                    .collect()
+            } else {
+                disks
+                    .iter()
+                    .map(|path| match path.to_str().and_then(|p| inventory.disk(p)) {
+                        Some(disk) => CleanTarget::from_inventory(disk),
+                        None => CleanTarget::from_path(path),
+                    })
+                    .collect()
+            };
+            if targets.is_empty() {
+                bail!("no disks to clean: the inventory found none");
+            }
+            let options = CleanOptions {
+                mode: match mode {
+                    Mode::Metadata => CleanMode::Metadata,
+                    Mode::Erase => CleanMode::Erase,
+                },
+                skip_read_only,
+                force,
+                parallel,
+            };
+            let progress = Progress::new("erasing");
+            let report = clean::clean(&targets, options, &|disk, done, total| {
+                progress.update(disk, done, total)
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for disk in &report.disks {
+                    println!(
+                        "{:<28} {:<10} {:<28} {:>7} ms  {}",
+                        disk.disk,
+                        format!("{:?}", disk.result).to_lowercase(),
+                        disk.method,
+                        disk.duration_ms,
+                        disk.error.as_deref().unwrap_or_else(|| disk
+                            .notes
+                            .last()
+                            .map(String::as_str)
+                            .unwrap_or_default()),
+                    );
+                }
+            }
+            Ok(if report.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
