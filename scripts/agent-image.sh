@@ -5,11 +5,12 @@
 #   <out>/rivet-agent.iso  a hybrid BIOS + UEFI ISO (GRUB) for virtual-media boot
 #   <out>/build-info.txt   sizes, hashes and the build time
 #
-# Usage: scripts/agent-image.sh [--binary PATH] [--out DIR] [--no-iso] [--iso-cmdline "params"]
+# Usage: scripts/agent-image.sh [--binary PATH] [--out DIR] [--no-iso] [--iso-cmdline "params"] [--fast]
 #   --binary       use this rivet-agent instead of building `cargo build --release -p rivet-agent`
 #   --out          output directory (default target/agent-image)
 #   --no-iso       kernel and initramfs only
 #   --iso-cmdline  parameters written to the ISO's rivet/cmdline (a job, a static address …)
+#   --fast         compress quickly (zstd -3) rather than small (zstd -19): for tests
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,12 +18,14 @@ out="$root/target/agent-image"
 binary=""
 make_iso=yes
 iso_cmdline=""
+level=19
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --no-iso) make_iso=no; shift ;;
     --iso-cmdline) iso_cmdline=$2; shift 2 ;;
+    --fast) level=3; shift ;;
     *) echo "agent-image: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -87,11 +90,13 @@ depmod -b "$staging" "$kver"
 
 install -m 0755 "$root/agent/image/init" "$staging/init"
 install -m 0755 "$root/agent/image/udhcpc.script" "$staging/etc/udhcpc.script"
+mkdir -p "$staging/etc/modprobe.d"
+echo "options scsi_mod scan=sync" > "$staging/etc/modprobe.d/rivet.conf"
 echo "root:x:0:0:root:/root:/bin/sh" > "$staging/etc/passwd"
 echo "root:x:0:" > "$staging/etc/group"
 
 (cd "$staging" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) \
-  | zstd -q -19 -T0 > "$out/initramfs.img.tmp"
+  | zstd -q -"$level" -T0 > "$out/initramfs.img.tmp"
 mv "$out/initramfs.img.tmp" "$out/initramfs.img"
 cp "$kernel" "$out/vmlinuz"
 
@@ -104,11 +109,12 @@ if [ "$make_iso" = yes ]; then
   printf '%s\n' "$iso_cmdline" > "$iso_root/rivet/cmdline"
   cat > "$iso_root/boot/grub/grub.cfg" <<'GRUB'
 set timeout=0
+set gfxpayload=text
 serial --unit=0 --speed=115200
 terminal_input console serial
 terminal_output console serial
 menuentry "Rivet agent" {
-  linux /boot/vmlinuz console=tty0 console=ttyS0,115200n8 quiet panic=30
+  linux /boot/vmlinuz console=tty0 console=ttyS0,115200n8 quiet panic=30 rivet.media=RIVET_AGENT
   initrd /boot/initramfs.img
 }
 GRUB

@@ -20,5 +20,7 @@ pub mod disk;
 pub mod hints;
 pub mod inventory;
 mod ioctl;
+pub mod job;
 pub mod partition;
+pub mod run;
 pub mod sysfs;

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use rivet_agent::clean::{self, CleanMode, CleanOptions, CleanTarget};
-use rivet_agent::console::Progress;
+use rivet_agent::console::{self, Progress};
 use rivet_agent::inventory::{Inventory, live_addresses};
+use rivet_agent::job::{self, After};
+use rivet_agent::run;
 use rivet_agent::sysfs::SysRoot;
 
 /// Rivet's ramdisk agent: inventory, disk cleaning, image deployment.
@@ -58,6 +60,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The ramdisk's main program: run the job the kernel command line names (`rivet.job=…`),
+    /// print the result between markers, then power off or reboot as `rivet.after=` says.
+    Run,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -96,6 +101,7 @@ fn init_logging(verbose: u8) {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run => run_job(),
         Command::Inventory { json, record, root } => {
             // A captured tree has no live interfaces; this machine's addresses are not its.
             let addresses = match root {
@@ -182,4 +188,49 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn run_job() -> anyhow::Result<ExitCode> {
+    let sys = SysRoot::live();
+    let line = run::kernel_command_line(&sys);
+    let addresses = live_addresses();
+    println!("{}", run::ready_line(&Inventory::collect(&sys, &addresses)));
+    let result = run::execute(&line, &sys, &addresses);
+    console::print_result(&result).context("print the result")?;
+    nix::unistd::sync();
+    let after = job::after_action(&line).unwrap_or(After::PowerOff);
+    // Power actions only where they belong: the agent's ramdisk. Anywhere else (someone
+    // trying `run` on a workstation) the machine is left alone.
+    // The kernel's initramfs root is ramfs (or tmpfs); `nix` names only the latter.
+    let ramfs = nix::sys::statfs::FsType(0x8584_58f6);
+    let in_ramdisk = nix::sys::statfs::statfs("/").is_ok_and(|fs| {
+        let kind = fs.filesystem_type();
+        kind == ramfs || kind == nix::sys::statfs::TMPFS_MAGIC
+    });
+    if !in_ramdisk {
+        eprintln!("rivet-agent: not booted as the agent ramdisk; leaving the power alone");
+    } else {
+        let mode = match after {
+            After::PowerOff => Some(nix::sys::reboot::RebootMode::RB_POWER_OFF),
+            After::Reboot => Some(nix::sys::reboot::RebootMode::RB_AUTOBOOT),
+            After::Stay => None,
+        };
+        if let Some(mode) = mode {
+            println!(
+                "rivet-agent: {}",
+                if after == After::Reboot {
+                    "rebooting"
+                } else {
+                    "powering off"
+                }
+            );
+            let err = nix::sys::reboot::reboot(mode).err();
+            eprintln!("rivet-agent: could not {after:?}: {err:?}");
+        }
+    }
+    Ok(if result.succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

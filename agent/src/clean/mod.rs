@@ -33,7 +33,7 @@ pub enum CleanMode {
 }
 
 /// Cleaning policy.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CleanOptions {
     pub mode: CleanMode,
     /// Report read-only disks as skipped instead of failing on them.
