@@ -3,82 +3,19 @@
 //! cryptsetup, xorriso) and checked by the real tools (wipefs, blkid). Block devices are loop
 //! devices; the md RAID cases need a kernel with md and run in the VM tests.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::{blkid_at, on_range, run, run_with_input, sparse_file, wipefs};
 
 use rivet_agent::clean::{self, CleanMode, CleanOptions, CleanTarget, Outcome};
 use rivet_agent::disk::{Access, Disk};
 use rivet_tests::block::{LoopDevice, LoopOptions};
 use rivet_tests::{require_tool, scratch_dir};
 
-const MIB: u64 = 1 << 20;
-
-fn run(program: &str, args: &[&str]) -> Output {
-    let output = Command::new(require_tool(program))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn sparse_file(path: &Path, bytes: u64) {
-    std::fs::File::create(path).unwrap().set_len(bytes).unwrap();
-}
-
-/// Runs `setup` on a loop device covering `len` bytes at `offset` of `image`.
-fn on_range(image: &Path, offset: u64, len: u64, setup: impl FnOnce(&str)) {
-    let device = LoopDevice::attach(
-        image,
-        &LoopOptions {
-            offset: Some(offset),
-            size_limit: Some(len),
-            ..Default::default()
-        },
-    );
-    setup(device.path().to_str().unwrap());
-}
-
-/// The signatures `wipefs` lists (type and offset), without wiping anything.
-fn wipefs(image: &Path) -> Vec<String> {
-    let out = run(
-        "wipefs",
-        &[
-            "--no-act",
-            "--noheadings",
-            "--output",
-            "TYPE,OFFSET",
-            image.to_str().unwrap(),
-        ],
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|l| !l.is_empty())
-        .collect()
-}
-
-/// What `blkid` finds in `len` bytes at `offset` (None when nothing: exit status 2).
-fn blkid_at(image: &Path, offset: u64, len: u64) -> Option<String> {
-    let out = Command::new(require_tool("blkid"))
-        .args(["-p", "-O", &offset.to_string(), "-S", &len.to_string()])
-        .arg(image)
-        .output()
-        .unwrap();
-    match out.status.code() {
-        Some(0) => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Some(2) => None,
-        other => panic!(
-            "blkid exited with {other:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
+const MIB: u64 = common::MIB;
 
 fn agent(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rivet-agent"))
@@ -147,19 +84,11 @@ fn seed_mbr_disk(image: &Path) -> Vec<(u64, u64)> {
     sparse_file(image, 96 * MIB);
     let script = "label: dos\nstart=2048, size=32M, type=c\nstart=67584, type=5\n\
                   start=69632, size=24M, type=83\nstart=120832, type=83\n";
-    let mut child = Command::new(require_tool("sfdisk"))
-        .args(["-q", image.to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    run_with_input(
+        "sfdisk",
+        &["-q", image.to_str().unwrap()],
+        script.as_bytes(),
+    );
     let out = run("sfdisk", &["-d", image.to_str().unwrap()]);
     let dump = String::from_utf8_lossy(&out.stdout).into_owned();
     // start and size of every partition but the extended container, in bytes
@@ -186,14 +115,22 @@ fn seed_mbr_disk(image: &Path) -> Vec<(u64, u64)> {
         run("mkfs.vfat", &["-F", "16", dev]);
     });
     on_range(image, layout[1].0, layout[1].1, |dev| {
-        let mut child = Command::new(require_tool("cryptsetup"))
-            .args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2"])
-            .args(["--pbkdf-force-iterations", "1000", dev, "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(b"secret").unwrap();
-        assert!(child.wait().unwrap().success());
+        run_with_input(
+            "cryptsetup",
+            &[
+                "luksFormat",
+                "-q",
+                "--type",
+                "luks2",
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "1000",
+                dev,
+                "-",
+            ],
+            b"secret",
+        );
     });
     on_range(image, layout[2].0, layout[2].1, |dev| {
         run("mkfs.ext4", &["-q", dev]);
@@ -398,15 +335,7 @@ fn the_guard_refuses_shared_cluster_storage_unless_forced() {
 }
 
 fn random_file(path: &Path, bytes: usize) {
-    let mut data = vec![0u8; bytes];
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    for chunk in data.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    std::fs::write(path, data).unwrap();
+    std::fs::write(path, common::noise(bytes, 0x2545_f491_4f6c_dd1d)).unwrap();
 }
 
 fn all_zero(path: &Path) -> bool {
