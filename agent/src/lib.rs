@@ -15,6 +15,7 @@
 
 pub mod clean;
 pub mod cmdline;
+pub mod configdrive;
 pub mod console;
 pub mod disk;
 pub mod hints;

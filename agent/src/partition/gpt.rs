@@ -14,6 +14,12 @@ const HEADER_SIZE: usize = 92;
 pub struct Guid(pub [u8; 16]);
 
 impl Guid {
+    /// Linux filesystem data, `0FC63DAF-8483-4772-8E79-3D69D8477DE4`.
+    pub const LINUX_DATA: Guid = Guid([
+        0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d,
+        0xe4,
+    ]);
+
     /// Parses `0FC63DAF-8483-4772-8E79-3D69D8477DE4` (any case).
     pub fn parse(text: &str) -> Option<Self> {
         let hex: String = text.chars().filter(|c| *c != '-').collect();
@@ -400,6 +406,7 @@ mod tests {
     #[test]
     fn guids_round_trip_in_mixed_endian() {
         let guid = Guid::parse(LINUX_DATA).unwrap();
+        assert_eq!(guid, Guid::LINUX_DATA);
         assert_eq!(guid.0[0], 0xaf, "first field little-endian");
         assert_eq!(guid.to_string(), LINUX_DATA);
         assert_eq!(
