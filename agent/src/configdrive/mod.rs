@@ -396,6 +396,28 @@ fn add_partition(disk: &Disk) -> Result<(u32, u64, u64), ConfigDriveError> {
     Ok((number, first * sector, count * sector))
 }
 
+/// A UTC calendar date and time from Unix time: `(year, month, day, hour, minute, second)`
+/// (Howard Hinnant's days-to-civil algorithm).
+fn civil_from_unix(seconds: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = seconds.div_euclid(86_400);
+    let rem = seconds.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (hour, minute, second) = (
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    );
+    (year, month, day, hour, minute, second)
+}
+
 fn random_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {

@@ -375,20 +375,11 @@ struct DosTime {
 
 impl DosTime {
     fn from_unix(unix: i64) -> Self {
-        let days = unix.div_euclid(86_400);
-        let secs = unix.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(1980, 2107);
+        let (year, month, day, hour, minute, second) = super::civil_from_unix(unix);
+        let year = year.clamp(1980, 2107) as u32;
         Self {
             date: (((year - 1980) << 9) | (month << 5) | day) as u16,
-            time: (((secs / 3600) << 11) | ((secs % 3600 / 60) << 5) | (secs % 60 / 2)) as u16,
+            time: ((hour << 11) | (minute << 5) | (second / 2)) as u16,
         }
     }
 
