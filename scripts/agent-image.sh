@@ -56,6 +56,8 @@ cp "$(command -v busybox)" "$staging/bin/busybox"
 for applet in $(busybox --list); do
   [ -e "$staging/bin/$applet" ] || ln -s busybox "$staging/bin/$applet"
 done
+# The kernel loads modules on demand (a file system's character set) through this path.
+ln -s ../bin/busybox "$staging/sbin/modprobe"
 
 # The agent, without debug sections, and the shared libraries it links (glibc's loader too).
 objcopy --strip-debug "$binary" "$staging/usr/bin/rivet-agent"
@@ -77,7 +79,7 @@ modules=(
   nvme ahci ata_piix sd_mod sr_mod megaraid_sas mpt3sas
   usb-storage uas xhci_pci ehci_pci ohci_pci uhci_hcd
   e1000 e1000e igb ixgbe i40e ice mlx5_core bnxt_en tg3
-  isofs vfat nls_cp437 nls_iso8859_1 nls_utf8 efivarfs
+  isofs vfat nls_cp437 nls_ascii nls_iso8859_1 nls_utf8 efivarfs
 )
 modprobe -S "$kver" --show-depends -a "${modules[@]}" | awk '$1 == "insmod" {print $2}' | sort -u | while read -r ko; do
   mkdir -p "$staging$(dirname "$ko")"

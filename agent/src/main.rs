@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use rivet_agent::clean::{self, CleanMode, CleanOptions, CleanTarget};
+use rivet_agent::configdrive::{self, ConfigDrive};
 use rivet_agent::console::{self, Progress};
+use rivet_agent::disk::{Access, Disk};
 use rivet_agent::inventory::{Inventory, live_addresses};
 use rivet_agent::job::{self, After};
 use rivet_agent::run;
@@ -60,6 +62,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build a config drive from a directory (or Ironic's JSON form) into a file, or write it
+    /// into a disk's `config-2` partition (created at the end of the disk if needed).
+    ConfigDrive {
+        /// A directory with `openstack/…` or the loose files (`meta_data.json`, `user_data`,
+        /// `network_data.json` …), or a JSON file `{"meta_data": …, "user_data": …}`.
+        #[arg(long, value_name = "PATH")]
+        source: PathBuf,
+        /// Write the file system image here.
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "disk",
+            conflicts_with = "disk"
+        )]
+        output: Option<PathBuf>,
+        /// With --output: build VFAT with this sector size instead of ISO 9660.
+        #[arg(long, value_name = "BYTES", requires = "output")]
+        vfat_sector_size: Option<u32>,
+        /// Put it on this disk (device or image file), fixing a misplaced GPT backup first.
+        #[arg(long, value_name = "DEVICE")]
+        disk: Option<PathBuf>,
+    },
     /// The ramdisk's main program: run the job the kernel command line names (`rivet.job=…`),
     /// print the result between markers, then power off or reboot as `rivet.after=` says.
     Run,
@@ -102,6 +126,12 @@ fn init_logging(verbose: u8) {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run => run_job(),
+        Command::ConfigDrive {
+            source,
+            output,
+            vfat_sector_size,
+            disk,
+        } => config_drive(&source, output, vfat_sector_size, disk),
         Command::Inventory { json, record, root } => {
             // A captured tree has no live interfaces; this machine's addresses are not its.
             let addresses = match root {
@@ -233,4 +263,45 @@ fn run_job() -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn config_drive(
+    source: &std::path::Path,
+    output: Option<PathBuf>,
+    vfat_sector_size: Option<u32>,
+    disk: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let drive = if source.is_dir() {
+        ConfigDrive::from_dir(source)?
+    } else {
+        let text = std::fs::read(source).with_context(|| format!("read {}", source.display()))?;
+        let json = serde_json::from_slice(&text).context("the config drive JSON")?;
+        ConfigDrive::from_ironic_json(&json)?
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    if let Some(output) = output {
+        let bytes = match vfat_sector_size {
+            Some(sector) => drive.vfat(configdrive::PARTITION_BYTES, sector, now)?,
+            None => drive.iso9660(now),
+        };
+        std::fs::write(&output, bytes).with_context(|| format!("write {}", output.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(path) = disk {
+        let disk = Disk::open(&path, Access::ReadWrite)?;
+        let moved = configdrive::fix_gpt_backup(&disk)?;
+        let placement = configdrive::write_to_disk(&disk, &drive, now)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "disk": path,
+                "gptBackupMoved": moved,
+                "configDrive": placement,
+            }))?
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -614,3 +614,108 @@ fn vm_the_hybrid_iso_boots_under_bios_and_uefi() {
         uefi.result
     );
 }
+
+/// The config drive, written by `rivet-agent config-drive --disk` in a guest onto a GPT disk
+/// whose image was smaller than the disk and onto a 4 KiB-sector disk, then mounted by the
+/// guest's own kernel: ISO 9660 on the first, VFAT on the second.
+#[test]
+fn vm_linux_mounts_the_config_drives_the_agent_writes() {
+    let dir = scratch_dir("vm-configdrive");
+    let d = |name: &str| dir.path().join(name);
+    // An "image" of 64 MiB with two partitions on a 256 MiB disk: the GPT backup is misplaced.
+    sparse_file(&d("gpt.raw"), 64 * MIB);
+    run(
+        "sgdisk",
+        &["-n1:0:+16M", "-n2:0:+8M", d("gpt.raw").to_str().unwrap()],
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(d("gpt.raw"))
+        .unwrap()
+        .set_len(256 * MIB)
+        .unwrap();
+    sparse_file(&d("4k.raw"), 256 * MIB);
+    {
+        let device = rivet_tests::block::LoopDevice::attach(
+            &d("4k.raw"),
+            &rivet_tests::block::LoopOptions {
+                sector_size: Some(4096),
+                ..Default::default()
+            },
+        );
+        run("sgdisk", &["-n1:0:+32M", device.path().to_str().unwrap()]);
+    }
+    let mut overlay = rivet_tests::qemu::Cpio::default();
+    for dir in [
+        "cd",
+        "cd/openstack",
+        "cd/openstack/latest",
+        "mnt",
+        "mnt/iso",
+        "mnt/fat",
+    ] {
+        overlay.dir(dir);
+    }
+    overlay.file(
+        "cd/openstack/latest/meta_data.json",
+        0o644,
+        br#"{"uuid":"vm-config-drive"}"#,
+    );
+    overlay.file(
+        "cd/openstack/latest/user_data",
+        0o644,
+        b"#cloud-config-from-rivet",
+    );
+    let init = "#!/bin/sh\nexport PATH=/usr/bin:/bin\n\
+        mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev\n\
+        dmesg -n 1\n\
+        for a in $(cat /sys/bus/pci/devices/*/modalias); do modprobe -q $a; done\n\
+        for a in $(cat /sys/bus/virtio/devices/*/modalias); do modprobe -q $a; done\n\
+        for m in isofs vfat nls_cp437 nls_ascii; do modprobe -q $m; done\n\
+        sleep 1\n\
+        rivet-agent config-drive --source /cd --disk /dev/vda\n\
+        rivet-agent config-drive --source /cd --disk /dev/vdb\n\
+        sleep 1\n\
+        mount -t iso9660 -o ro /dev/vda3 /mnt/iso && echo \"ISO $(cat /mnt/iso/openstack/latest/meta_data.json) $(cat /mnt/iso/openstack/latest/user_data)\"\n\
+        mount -t vfat -o ro /dev/vdb2 /mnt/fat && echo \"FAT $(cat /mnt/fat/openstack/latest/meta_data.json) $(cat /mnt/fat/openstack/latest/user_data)\"\n\
+        echo '===== RIVET-AGENT RESULT BEGIN ====='\necho '{\"done\":true}'\n\
+        echo '===== RIVET-AGENT RESULT END ====='\npoweroff -f\n";
+    overlay.file("init", 0o755, init.as_bytes());
+    let image = agent_image();
+    let initrd = d("configdrive.cpio");
+    let base = run("zstd", &["-dc", image.initramfs.to_str().unwrap()]).stdout;
+    std::fs::write(&initrd, [base, overlay.finish()].concat()).unwrap();
+    let booted = JobGuest::with_initrd(
+        "configdrive",
+        dir.path(),
+        &initrd,
+        "console=ttyS0 quiet panic=-1",
+    )
+    .virtio_disk(&d("gpt.raw"), "g", "", "")
+    .virtio_disk(
+        &d("4k.raw"),
+        "k",
+        "",
+        ",logical_block_size=4096,physical_block_size=4096",
+    )
+    .run(JOB_TIMEOUT);
+    let serial = &booted.serial;
+    assert!(serial.contains("\"gptBackupMoved\": true"), "{serial}");
+    assert!(
+        serial.contains("\"filesystem\": \"iso9660\"")
+            && serial.contains("\"filesystem\": \"vfat\""),
+        "{serial}"
+    );
+    assert!(
+        serial.contains(r#"ISO {"uuid":"vm-config-drive"} #cloud-config-from-rivet"#),
+        "{serial}"
+    );
+    assert!(
+        serial.contains(r#"FAT {"uuid":"vm-config-drive"} #cloud-config-from-rivet"#),
+        "{serial}"
+    );
+    // The host's sgdisk agrees with the guest's kernel about the tables.
+    let verify = run("sgdisk", &["-v", d("gpt.raw").to_str().unwrap()]).stdout;
+    let verify = String::from_utf8_lossy(&verify);
+    assert!(verify.contains("No problems found"), "{verify}");
+}

@@ -28,7 +28,7 @@ pub enum ValueKind {
 /// One parsed expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
-    Number(NumberOp, f64),
+    Number(NumberOp, u64),
     Text(TextOp, String),
     /// `<in> x`: the value contains `x`.
     Contains(String),
@@ -166,9 +166,9 @@ fn plain(expression: &str, kind: ValueKind) -> Result<Expr, ExprError> {
     }
 }
 
-fn positive_integer(value: &str) -> Result<f64, ExprError> {
+fn positive_integer(value: &str) -> Result<u64, ExprError> {
     match value.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n as f64),
+        Ok(n) if n > 0 => Ok(n),
         _ => Err(ExprError::NotAPositiveInteger {
             value: value.to_owned(),
         }),
@@ -245,20 +245,28 @@ impl Expr {
     /// Whether a number satisfies the expression.
     pub fn matches_number(&self, value: f64) -> bool {
         match self {
-            Expr::Number(op, expected) => match op {
-                NumberOp::Eq => value == *expected,
-                NumberOp::Ne => value != *expected,
-                NumberOp::Ge => value >= *expected,
-                NumberOp::Le => value <= *expected,
-                NumberOp::Gt => value > *expected,
-                NumberOp::Lt => value < *expected,
-            },
+            Expr::Number(op, expected) => {
+                let expected = *expected as f64;
+                match op {
+                    NumberOp::Eq => value == expected,
+                    NumberOp::Ne => value != expected,
+                    NumberOp::Ge => value >= expected,
+                    NumberOp::Le => value <= expected,
+                    NumberOp::Gt => value > expected,
+                    NumberOp::Lt => value < expected,
+                }
+            }
             Expr::AnyOf(options) => options
                 .iter()
                 .any(|option| option.parse::<f64>().is_ok_and(|n| n == value)),
             Expr::Text(..) | Expr::Contains(_) => false,
         }
     }
+}
+
+/// Values are written back URL-quoted where parsing would otherwise change them.
+fn quote(value: &str) -> String {
+    value.replace('%', "%25")
 }
 
 impl fmt::Display for Expr {
@@ -284,15 +292,15 @@ impl fmt::Display for Expr {
                     TextOp::Gt => "s>",
                     TextOp::Lt => "s<",
                 };
-                write!(f, "{op} {value}")
+                write!(f, "{op} {}", quote(value))
             }
-            Expr::Contains(value) => write!(f, "<in> {value}"),
+            Expr::Contains(value) => write!(f, "<in> {}", quote(value)),
             Expr::AnyOf(values) => {
                 for (i, value) in values.iter().enumerate() {
                     if i > 0 {
                         f.write_str(" ")?;
                     }
-                    write!(f, "<or> {value}")?;
+                    write!(f, "<or> {}", quote(value))?;
                 }
                 Ok(())
             }
@@ -412,9 +420,12 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn never_panics_on_any_input(input in ".{0,64}") {
-            let _ = parse(&input, ValueKind::Text);
-            let _ = parse(&input, ValueKind::Number);
+        fn never_panics_and_prints_back_what_it_parsed(input in ".{0,64}") {
+            for kind in [ValueKind::Text, ValueKind::Number] {
+                if let Ok(parsed) = parse(&input, kind) {
+                    proptest::prop_assert_eq!(parse(&parsed.to_string(), kind), Ok(parsed));
+                }
+            }
         }
 
         #[test]

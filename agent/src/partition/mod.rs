@@ -144,3 +144,32 @@ pub fn partitions(disk: &dyn ReadAt) -> Result<Vec<PartitionRange>, TableError> 
     }
     Ok(Vec::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Disks come from strangers: no byte pattern may make the table or signature
+        /// readers panic or read out of bounds.
+        #[test]
+        fn arbitrary_disk_contents_never_panic(
+            mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40_000),
+            gpt_at_one in proptest::prelude::any::<bool>(),
+            boot_signature in proptest::prelude::any::<bool>(),
+        ) {
+            // Steer some cases into the interesting paths.
+            if gpt_at_one && bytes.len() > 1024 {
+                bytes[512..520].copy_from_slice(b"EFI PART");
+            }
+            if boot_signature && bytes.len() > 512 {
+                bytes[510] = 0x55;
+                bytes[511] = 0xaa;
+            }
+            let disk = MemoryDisk { bytes, sector_size: 512 };
+            let _ = partitions(&disk);
+            let _ = crate::clean::signatures::probe(&disk, 0, disk.size());
+            let _ = crate::clean::signatures::probe(&disk, 512, disk.size() / 2);
+        }
+    }
+}
