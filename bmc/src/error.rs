@@ -28,6 +28,16 @@ pub enum BmcError {
     Rejected { status: u16, message: String },
     #[error("the BMC sent a response Rivet cannot use: {0}")]
     Protocol(String),
+    /// The BMC answered an IPMI request with a non-zero completion code, or refused a step of
+    /// RMCP+ session set-up with a non-zero status code.
+    #[error("the BMC refused {operation}: {meaning} (IPMI code {code:#04x})")]
+    IpmiRefused {
+        operation: &'static str,
+        code: u8,
+        meaning: &'static str,
+        /// Whether the code names a passing condition (node busy, out of session slots…).
+        transient: bool,
+    },
     #[error("power did not reach {wanted:?} within {waited:?}; last seen {last_seen:?}")]
     PowerStateTimeout {
         wanted: PowerState,
@@ -44,6 +54,7 @@ impl BmcError {
                 true
             }
             BmcError::Rejected { status, .. } => *status >= 500,
+            BmcError::IpmiRefused { transient, .. } => *transient,
             BmcError::Unsupported { .. }
             | BmcError::NoProvider { .. }
             | BmcError::Authentication

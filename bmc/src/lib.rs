@@ -1,13 +1,15 @@
 //! BMC drivers for Rivet: Redfish and IPMI 2.0 over LAN (RMCP+), behind capability traits.
 //!
-//! Status: the capability traits, credentials and the error type exist; the address parser, the Redfish
-//! and IPMI drivers and the provider registry are being built (see the project's issue 4).
+//! Status: the capability traits, credentials, the error type and the IPMI 2.0 driver ([`ipmi`]:
+//! RMCP+ with cipher suites 17 and 3; power, boot device, health) exist; the address parser, the
+//! Redfish driver and the provider registry are being built (see the project's issue 4).
 
 #![forbid(unsafe_code)]
 
 pub mod capability;
 mod credentials;
 mod error;
+pub mod ipmi;
 
 pub use capability::{
     ApplyTime, AttributeSchema, AttributeType, Attributes, Bios, BootDevice, BootMode,

@@ -8,13 +8,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod block;
+mod ipmi_sim;
 mod net;
 mod paths;
 mod process;
+mod pyghmi_bmc;
 pub mod qemu;
 mod tools;
+mod udp_relay;
 
+pub use ipmi_sim::{IPMI_OPERATOR, IPMI_PASSWORD, IPMI_USER, IpmiSim, ipmitool, udp_port_taken};
 pub use net::{Netns, free_tcp_port, free_udp_port, tcp_port_open};
 pub use paths::{cargo_bin, fixture, scratch_dir, workspace_root};
 pub use process::{ChildGuard, wait_until};
+pub use pyghmi_bmc::PyghmiBmc;
 pub use tools::{require_root, require_tool, venv_tool};
+pub use udp_relay::{Faults, LossyRelay, RelayStats};

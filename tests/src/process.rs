@@ -73,15 +73,39 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 mod tests {
     use super::*;
 
+    /// Live (not zombie) processes in process group `pgid`. A killed grandchild is
+    /// reparented to PID 1, which in a container may never reap it, so a zombie is "gone".
+    fn live_members(pgid: u32) -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    return false;
+                };
+                // Fields after the parenthesised command: state, ppid, pgrp, ...
+                let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+                    return false;
+                };
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
+            })
+            .collect()
+    }
+
     #[test]
     fn dropping_the_guard_kills_the_process_group() {
         let guard = ChildGuard::spawn("sleep", Command::new("sh").args(["-c", "sleep 30 & wait"]));
         let pgid = guard.id();
+        wait_until(
+            "the child to start its grandchild",
+            Duration::from_secs(5),
+            || live_members(pgid).len() >= 2,
+        );
         drop(guard);
-        // SAFETY: probing with signal 0 only checks existence.
-        #[allow(unsafe_code)]
-        let alive = unsafe { libc::kill(-(pgid as libc::pid_t), 0) } == 0;
-        assert!(!alive, "process group {pgid} survived the guard");
+        wait_until("the process group to die", Duration::from_secs(5), || {
+            live_members(pgid).is_empty()
+        });
     }
 
     #[test]
