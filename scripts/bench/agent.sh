@@ -25,8 +25,9 @@ cleanup() {
 trap cleanup EXIT
 
 hf() { hyperfine --style basic --warmup 1 "$@"; }
-mean() { jq -r ".results[$2].mean" "$1"; }
-ratio() { awk "BEGIN {printf \"%.2f\", $1 / $2}"; }
+mean() { jq -r ".results[$2].mean * 1000 | . * 10 | round / 10 | tostring + \" ms\"" "$1"; }
+mean_s() { jq -r ".results[$2].mean" "$1"; }
+ratio() { awk "BEGIN {printf \"%.2f\", $(mean_s "$1" "$2") / $(mean_s "$1" "$3")}"; }
 
 echo "# Agent benchmarks" > "$report"
 {
@@ -93,10 +94,10 @@ hf --export-json "$out/inventory.json" \
 {
   echo "## Inventory"
   echo
-  echo "| Command | Mean | Ratio |"
+  echo "| Command | Mean | Time relative to rivet-agent |"
   echo "|---|---|---|"
-  echo "| \`rivet-agent inventory --json\` (CPU, memory, disks, NICs, DMI) | $(mean "$out/inventory.json" 0) s | 1.00 |"
-  echo "| \`lsblk --json --output-all --bytes\` (disks only) | $(mean "$out/inventory.json" 1) s | $(ratio "$(mean "$out/inventory.json" 1)" "$(mean "$out/inventory.json" 0)") |"
+  echo "| \`rivet-agent inventory --json\` (CPU, memory, disks, NICs, DMI) | $(mean "$out/inventory.json" 0) | 1.00 |"
+  echo "| \`lsblk --json --output-all --bytes\` (disks only) | $(mean "$out/inventory.json" 1) | $(ratio "$out/inventory.json" 1 0) |"
   echo
 } >> "$report"
 
@@ -148,10 +149,10 @@ hf --runs 5 --export-json "$out/clean-metadata.json" \
 {
   echo "## Metadata cleaning, 8 disks of 1 GiB (GPT; ext4, xfs and LVM partitions)"
   echo
-  echo "| Command | Mean | Ratio |"
+  echo "| Command | Mean | Time relative to rivet-agent |"
   echo "|---|---|---|"
-  echo "| \`rivet-agent clean --mode metadata\` (4 disks at a time, verified afterwards) | $(mean "$out/clean-metadata.json" 0) s | 1.00 |"
-  echo "| IPA's recipe: \`wipefs -a\` per partition and disk, \`dd\` both ends, \`sgdisk -Z\` | $(mean "$out/clean-metadata.json" 1) s | $(ratio "$(mean "$out/clean-metadata.json" 1)" "$(mean "$out/clean-metadata.json" 0)") |"
+  echo "| \`rivet-agent clean --mode metadata\` (4 disks at a time, verified afterwards) | $(mean "$out/clean-metadata.json" 0) | 1.00 |"
+  echo "| IPA's recipe: \`wipefs -a\` per partition and disk, \`dd\` both ends, \`sgdisk -Z\` | $(mean "$out/clean-metadata.json" 1) | $(ratio "$out/clean-metadata.json" 1 0) |"
   echo
 } >> "$report"
 
@@ -162,15 +163,15 @@ erase_dev=$(attach "$erase_file")
 hf --runs 3 --export-json "$out/erase.json" \
   -n rivet-agent "$agent clean --mode erase --disk $erase_dev" \
   -n "blkdiscard -z" "blkdiscard -z $erase_dev" \
-  -n "dd if=/dev/zero" "dd if=/dev/zero of=$erase_dev bs=1M oflag=direct status=none" > "$out/erase.txt"
+  -n "dd if=/dev/zero" "dd if=/dev/zero of=$erase_dev bs=1M count=1024 oflag=direct status=none" > "$out/erase.txt"
 {
   echo "## Erasing 1 GiB on a loop device"
   echo
-  echo "| Command | Mean | Ratio |"
+  echo "| Command | Mean | Time relative to rivet-agent |"
   echo "|---|---|---|"
-  echo "| \`rivet-agent clean --mode erase\` (write-zeroes, verified) | $(mean "$out/erase.json" 0) s | 1.00 |"
-  echo "| \`blkdiscard -z\` | $(mean "$out/erase.json" 1) s | $(ratio "$(mean "$out/erase.json" 1)" "$(mean "$out/erase.json" 0)") |"
-  echo "| \`dd if=/dev/zero oflag=direct\` | $(mean "$out/erase.json" 2) s | $(ratio "$(mean "$out/erase.json" 2)" "$(mean "$out/erase.json" 0)") |"
+  echo "| \`rivet-agent clean --mode erase\` (write-zeroes, verified) | $(mean "$out/erase.json" 0) | 1.00 |"
+  echo "| \`blkdiscard -z\` | $(mean "$out/erase.json" 1) | $(ratio "$out/erase.json" 1 0) |"
+  echo "| \`dd if=/dev/zero oflag=direct\` | $(mean "$out/erase.json" 2) | $(ratio "$out/erase.json" 2 0) |"
   echo
 } >> "$report"
 
@@ -185,9 +186,9 @@ hf --export-json "$out/configdrive.json" \
 {
   echo "## Building a config drive (ISO 9660 + Joliet, 64 KiB of user data)"
   echo
-  echo "| Command | Mean | Ratio |"
+  echo "| Command | Mean | Time relative to rivet-agent |"
   echo "|---|---|---|"
-  echo "| \`rivet-agent config-drive --output\` | $(mean "$out/configdrive.json" 0) s | 1.00 |"
-  echo "| \`xorriso -as mkisofs -J -r\` | $(mean "$out/configdrive.json" 1) s | $(ratio "$(mean "$out/configdrive.json" 1)" "$(mean "$out/configdrive.json" 0)") |"
+  echo "| \`rivet-agent config-drive --output\` | $(mean "$out/configdrive.json" 0) | 1.00 |"
+  echo "| \`xorriso -as mkisofs -J -r\` | $(mean "$out/configdrive.json" 1) | $(ratio "$out/configdrive.json" 1 0) |"
 } >> "$report"
 cat "$report"

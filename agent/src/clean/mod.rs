@@ -395,9 +395,17 @@ pub fn wipe_metadata(disk: &Disk, force: bool) -> Result<Vec<Signature>, CleanEr
 }
 
 /// Lets the kernel forget the old partitions; failure only means a stale view until reboot.
+/// Devices that cannot hold partitions at all (a loop device without partition scanning)
+/// answer `EINVAL`, which is not worth a warning.
 fn settle(disk: &Disk) {
     if let Err(err) = disk.drop_cache().and_then(|()| disk.reread_partitions()) {
-        tracing::warn!(disk = %disk.path().display(), error = %err, "the kernel kept its old view of the disk");
+        let unpartitionable = matches!(&err, DiskError::Io { source, .. }
+            if source.raw_os_error() == Some(nix::libc::EINVAL));
+        if unpartitionable {
+            tracing::debug!(disk = %disk.path().display(), "the device holds no partitions");
+        } else {
+            tracing::warn!(disk = %disk.path().display(), error = %err, "the kernel kept its old view of the disk");
+        }
     }
 }
 

@@ -306,12 +306,31 @@ impl Gpt {
                 ),
             });
         }
+        // The old backup header (where the image ended) would be a second, stale table to
+        // anyone scanning the disk for one: zero it, unless a partition claims that sector.
+        let old_backup = if self.header.my_lba == 1 {
+            self.header.alternate_lba
+        } else {
+            self.header.my_lba
+        };
+        let stale_is_free = old_backup > last_used
+            && old_backup < disk_sectors
+            && old_backup != backup_lba
+            && old_backup > first_usable;
         self.header.my_lba = 1;
         self.header.alternate_lba = backup_lba;
         self.header.entries_lba = self.primary_entries_lba;
         self.header.first_usable_lba = self.header.first_usable_lba.max(first_usable);
         self.header.last_usable_lba = backup_entries_lba - 1;
-        Ok(self.writes(disk_sectors))
+        let mut writes = Vec::new();
+        if stale_is_free {
+            writes.push(Write::new(
+                old_backup * self.sector_size,
+                vec![0u8; self.sector_size as usize],
+            ));
+        }
+        writes.extend(self.writes(disk_sectors));
+        Ok(writes)
     }
 
     /// Adds a partition from `first_lba` to `last_lba` inclusive in the first free slot and
