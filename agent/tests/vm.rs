@@ -33,7 +33,11 @@ fn vm_inventory_matches_what_qemu_was_told_and_hints_choose_the_disk() {
         path.display().to_string()
     };
     let hints = hints_param(json!({"serialNumber": "SCSI-SSD-1", "rotational": false}));
-    let params = format!("rivet.job=inventory rivet.hints={hints} BOOTIF=01-52-54-00-00-00-12");
+    // The e1000e is configured statically (named by its MAC), which turns DHCP off.
+    let params = format!(
+        "rivet.job=inventory rivet.hints={hints} BOOTIF=01-52-54-00-00-00-12 \
+         ip=10.0.2.77::10.0.2.2:255.255.255.0:node-static:52-54-00-00-00-12:off:10.0.2.3"
+    );
     let run = JobGuest::direct("inventory", dir.path(), &params)
         .args(["-smp", "2"])
         .args([
@@ -171,14 +175,17 @@ fn vm_inventory_matches_what_qemu_was_told_and_hints_choose_the_disk() {
     assert_eq!(by_serial("VIRTIO-ROOT").transport, Some(Transport::Virtio));
     assert_eq!(inv.storage.len(), 7, "{:#?}", inv.storage);
 
-    // Both NICs got a lease from their QEMU user network; the e1000e is the boot NIC.
+    // The e1000e is the boot NIC, with its static address; the other has none (no DHCP
+    // when an address is given). DHCP is exercised by the ISO test.
     assert_eq!(inv.nics.len(), 2);
     for nic in &inv.nics {
-        assert_eq!(nic.ipv4_addresses, ["10.0.2.15"], "{nic:?}");
         assert!(nic.has_carrier);
         let booted = nic.nic.mac.as_deref() == Some("52:54:00:00:00:12");
         assert_eq!(nic.nic.pxe, Some(booted));
+        let expected: &[&str] = if booted { &["10.0.2.77"] } else { &[] };
+        assert_eq!(nic.ipv4_addresses, expected, "{nic:?}");
     }
+    assert_eq!(inv.hostname.as_deref(), Some("node-static"));
 
     // The hints given on the command line chose the SSD, in the guest.
     assert_eq!(
