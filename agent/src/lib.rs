@@ -8,7 +8,14 @@
 //! - [`clean`]: metadata wiping (partition tables and signatures, as `wipefs` sees them) and
 //!   whole-disk erasure (NVMe Format/Sanitize, secure discard, write-zeroes, discard,
 //!   zeroing), with IPA's guard against wiping shared cluster storage.
+//! - [`configdrive`]: config drives (ISO 9660 + Joliet, FAT16 on 4 KiB-sector disks) in a
+//!   `config-2` partition at the end of the disk, and the GPT backup fix-up.
 //! - [`partition`]: GPT and MBR reading and editing; [`disk`]: an open block device or image.
+//! - [`job`], [`run`], [`console`]: one-shot jobs from the kernel command line, results
+//!   between markers on the console, progress bars.
+//!
+//! Not yet: writing the image itself, which comes from the `rivet-images` pipeline, and the
+//! long-running protocol with the engine.
 //!
 //! Everything that reads the machine goes through [`sysfs::SysRoot`], so it runs unchanged on
 //! captured trees in tests.

@@ -156,7 +156,11 @@ fn run_job(spec: &JobSpec, inventory: &Inventory) -> Result<JobResult, String> {
                 result: serde_json::to_value(&report).map_err(|e| e.to_string())?,
             })
         }
-        Job::Deploy(_) => Err("deploy is not available in this build".to_owned()),
+        Job::Deploy(_) => Err(
+            "deploy needs the rivet-images pipeline to write the image, and this build does not \
+             include it yet"
+                .to_owned(),
+        ),
     }
 }
 
