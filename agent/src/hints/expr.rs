@@ -117,9 +117,8 @@ pub fn parse(text: &str, kind: ValueKind) -> Result<Expr, ExprError> {
     // Like Ironic, values are whatever lies between occurrences of the operator.
     let values: Vec<String> = expression
         .split(op)
-        .map(str::trim)
-        .filter(|value| !value.is_empty())
         .map(unquote)
+        .filter(|value| !value.is_empty())
         .collect();
     if values.is_empty() {
         return Err(ExprError::MissingValue { op });
@@ -161,7 +160,10 @@ pub fn parse(text: &str, kind: ValueKind) -> Result<Expr, ExprError> {
 
 fn plain(expression: &str, kind: ValueKind) -> Result<Expr, ExprError> {
     match kind {
-        ValueKind::Text => Ok(Expr::Text(TextOp::Eq, unquote(expression))),
+        ValueKind::Text => match unquote(expression) {
+            value if value.is_empty() => Err(ExprError::Empty),
+            value => Ok(Expr::Text(TextOp::Eq, value)),
+        },
         ValueKind::Number => Ok(Expr::Number(NumberOp::Eq, positive_integer(expression)?)),
     }
 }
@@ -198,7 +200,7 @@ fn number_op(op: &str) -> NumberOp {
     }
 }
 
-/// Decodes `%XX` escapes; anything malformed stays as written.
+/// Decodes `%XX` escapes (anything malformed stays as written), trims and lower-cases.
 fn unquote(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -217,7 +219,8 @@ fn unquote(value: &str) -> String {
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).to_lowercase()
+    // Both sides of a comparison are trimmed, so a quoted space at either end means nothing.
+    String::from_utf8_lossy(&out).trim().to_lowercase()
 }
 
 impl Expr {
@@ -264,9 +267,22 @@ impl Expr {
     }
 }
 
-/// Values are written back URL-quoted where parsing would otherwise change them.
+/// Values are written back URL-quoted where parsing would otherwise change them: `%`, and
+/// the characters every operator contains (`=`, `<`, `>`, `!`), so that a value never reads
+/// back as an operator.
 fn quote(value: &str) -> String {
-    value.replace('%', "%25")
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '=' => out.push_str("%3D"),
+            '<' => out.push_str("%3C"),
+            '>' => out.push_str("%3E"),
+            '!' => out.push_str("%21"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl fmt::Display for Expr {
@@ -406,6 +422,24 @@ mod tests {
     }
 
     #[test]
+    fn values_spelling_operators_or_quoted_spaces_print_back_unchanged() {
+        // Found by the fuzzer: a value containing an operator, and a quoted edge space.
+        for source in ["\u{1b}S==", "%20%S", "a<or>b", "s== x%3Ds%3D%3Dy", "%20"] {
+            for kind in [ValueKind::Text, ValueKind::Number] {
+                if let Ok(parsed) = parse(source, kind) {
+                    assert_eq!(
+                        parse(&parsed.to_string(), kind).unwrap(),
+                        parsed,
+                        "{source:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(parse("%20", ValueKind::Text), Err(ExprError::Empty));
+        assert!(text("s== x%3Ds%3D%3Dy").matches_text("X=S==Y"));
+    }
+
+    #[test]
     fn displays_in_the_grammar_it_parses() {
         for source in ["s== abc", "<in> x", "<or> a <or> b", ">= 20", "== 7"] {
             let kind = if source.starts_with(['>', '=']) {
@@ -423,6 +457,15 @@ mod tests {
         fn never_panics_and_prints_back_what_it_parsed(input in ".{0,64}") {
             for kind in [ValueKind::Text, ValueKind::Number] {
                 if let Ok(parsed) = parse(&input, kind) {
+                    proptest::prop_assert_eq!(parse(&parsed.to_string(), kind), Ok(parsed));
+                }
+            }
+        }
+
+        #[test]
+        fn values_that_spell_operators_survive_printing(value in "[a-z=<>!% \\x1b-]{1,12}") {
+            for kind in [ValueKind::Text, ValueKind::Number] {
+                if let Ok(parsed) = parse(&value, kind) {
                     proptest::prop_assert_eq!(parse(&parsed.to_string(), kind), Ok(parsed));
                 }
             }
