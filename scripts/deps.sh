@@ -30,6 +30,8 @@ base_packages=(
   isolinux syslinux-common grub-efi-amd64-bin grub-pc-bin systemd-boot-efi binutils
   # network plumbing
   iproute2 iputils-ping bridge-utils
+  # packet loss for the boot-service tests (this kernel has no netem) and a datagram sender
+  iptables python3
   # benchmarking and general tools
   hyperfine wrk jq python3-venv procps psmisc time
   # build prerequisites for libvirt-python
@@ -98,6 +100,7 @@ required_programs=(
   qemu-system-x86_64 qemu-img qemu-io ipmi_sim ipmitool busybox dhclient dhcping atftp tftp in.tftpd
   curl dnsmasq perfdhcp zstd pigz openssl sgdisk wipefs mkfs.ext4 mkfs.xfs mkfs.vfat xorriso
   pvcreate mdadm mkfs.btrfs cryptsetup ip hyperfine jq virsh libvirtd objcopy
+  grub-mkrescue mformat setpriv iptables python3
 )
 absent=()
 for program in "${required_programs[@]}"; do

@@ -9,6 +9,8 @@
 //! new state to be visible.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -275,6 +277,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     }
     fn health(&self) -> Option<&dyn HealthCheck> {
         None
+    }
+    /// Releases what the provider holds on the BMC (a Redfish session, an IPMI session).
+    /// BMCs have small session tables, so short-lived callers should close; the default
+    /// holds nothing.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
     }
 }
 

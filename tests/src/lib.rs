@@ -8,15 +8,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod block;
+mod daemon;
+pub mod fault_proxy;
+pub mod http;
 mod ipmi_sim;
+pub mod libvirt;
 mod net;
 mod paths;
 mod process;
 mod pyghmi_bmc;
 pub mod qemu;
+pub mod sushy;
 mod tools;
 mod udp_relay;
 
+pub use daemon::Daemon;
 pub use ipmi_sim::{IPMI_OPERATOR, IPMI_PASSWORD, IPMI_USER, IpmiSim, ipmitool, udp_port_taken};
 pub use net::{Netns, free_tcp_port, free_udp_port, tcp_port_open};
 pub use paths::{cargo_bin, fixture, scratch_dir, workspace_root};

@@ -37,11 +37,11 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Inspect disk images and stream them to disks or files.
-    Image(Pending),
+    Image(crate::image::ImageArgs),
     /// Talk to a BMC over Redfish or IPMI.
-    Bmc(Pending),
+    Bmc(crate::bmc::BmcArgs),
     /// Run the boot services (DHCP, TFTP, HTTP) or print a host's iPXE script.
-    Boot(Pending),
+    Boot(crate::boot::BootArgs),
     /// Run the Rivet daemon: engine, REST API and boot services.
     Serve(Pending),
     /// Manage hosts through a running daemon.

@@ -6,6 +6,10 @@
 //! | 1    | the operation failed (the report says why) |
 //! | 2    | the command line is invalid (printed by clap) |
 //! | 3    | the command exists but is not implemented yet |
+//! | 4    | verification failed (checksum mismatch) |
+//! | 5    | image refused (unsafe or unsupported format) |
+//! | 6    | the BMC rejected the credentials |
+//! | 7    | the BMC could not be reached or did not answer in time |
 //!
 //! The table is repeated in the user guide (CLI reference); keep them in step.
 
@@ -14,6 +18,10 @@ use std::process::ExitCode;
 
 pub(crate) const FAILURE: u8 = 1;
 pub(crate) const NOT_IMPLEMENTED: u8 = 3;
+pub(crate) const VERIFICATION_FAILED: u8 = 4;
+pub(crate) const IMAGE_REFUSED: u8 = 5;
+pub(crate) const BMC_AUTHENTICATION: u8 = 6;
+pub(crate) const BMC_UNREACHABLE: u8 = 7;
 
 /// A command that is part of the grammar but not built yet.
 #[derive(Debug)]
@@ -46,8 +54,37 @@ fn code_for(err: &anyhow::Error) -> u8 {
         if cause.is::<NotImplemented>() {
             return NOT_IMPLEMENTED;
         }
+        if let Some(image) = cause.downcast_ref::<rivet_images::ImageError>() {
+            if image.is_verification_failure() {
+                return VERIFICATION_FAILED;
+            }
+            if image.is_refusal() {
+                return IMAGE_REFUSED;
+            }
+        }
+        if let Some(err) = cause.downcast_ref::<rivet_bmc::BmcError>()
+            && let Some(code) = bmc_code(err)
+        {
+            return code;
+        }
     }
     FAILURE
+}
+
+/// BMC failures worth their own exit code; when several drivers failed, only if they all
+/// failed the same way.
+fn bmc_code(err: &rivet_bmc::BmcError) -> Option<u8> {
+    use rivet_bmc::BmcError;
+    match err {
+        BmcError::Authentication => Some(BMC_AUTHENTICATION),
+        BmcError::Connection(_) | BmcError::Timeout(_) => Some(BMC_UNREACHABLE),
+        BmcError::AllProvidersFailed { failures, .. } => {
+            let codes: Vec<Option<u8>> = failures.iter().map(|(_, e)| bmc_code(e)).collect();
+            let first = *codes.first()?;
+            codes.iter().all(|c| *c == first).then_some(first).flatten()
+        }
+        _ => None,
+    }
 }
 
 /// Prints `err` with its causes to standard error and returns the matching exit code.
@@ -69,5 +106,41 @@ mod tests {
             anyhow::Error::new(NotImplemented::new("rivet lab", 7)).context("starting the lab");
         assert_eq!(code_for(&err), NOT_IMPLEMENTED);
         assert_eq!(code_for(&anyhow::anyhow!("boom")), FAILURE);
+    }
+
+    #[test]
+    fn image_verification_and_refusal_have_their_own_codes() {
+        let mismatch = rivet_images::ImageError::Wiped {
+            cause: Box::new(rivet_images::ImageError::ChecksumMismatch {
+                algorithm: rivet_images::ChecksumAlgorithm::Sha256,
+                expected: "a".into(),
+                actual: "b".into(),
+            }),
+        };
+        let err = anyhow::Error::new(mismatch).context("writing");
+        assert_eq!(code_for(&err), VERIFICATION_FAILED);
+        let refused = anyhow::Error::new(rivet_images::ImageError::Refused(
+            rivet_images::Refusal::Empty,
+        ));
+        assert_eq!(code_for(&refused), IMAGE_REFUSED);
+    }
+
+    #[test]
+    fn bmc_failures_map_to_their_codes_through_context() {
+        use rivet_bmc::BmcError;
+        let auth = anyhow::Error::new(BmcError::Authentication).context("connecting");
+        assert_eq!(code_for(&auth), BMC_AUTHENTICATION);
+        let down = anyhow::Error::new(BmcError::Connection("refused".into()));
+        assert_eq!(code_for(&down), BMC_UNREACHABLE);
+        let mixed = anyhow::Error::new(BmcError::AllProvidersFailed {
+            capability: "power",
+            failures: vec![
+                ("redfish", BmcError::Authentication),
+                ("ipmi", BmcError::Timeout(std::time::Duration::from_secs(1))),
+            ],
+        });
+        assert_eq!(code_for(&mixed), FAILURE);
+        let refused = anyhow::Error::new(BmcError::InvalidRequest("no".into()));
+        assert_eq!(code_for(&refused), FAILURE);
     }
 }

@@ -1,8 +1,11 @@
 //! `rivet`: the command line for Rivet — image tools, BMC control, boot services, the
 //! daemon, its client and the lab.
 
+mod bmc;
+mod boot;
 mod cli;
 mod exit;
+mod image;
 mod logging;
 
 use std::process::ExitCode;
@@ -23,9 +26,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Image(_) => Err(NotImplemented::new("rivet image", 3).into()),
-        Command::Bmc(_) => Err(NotImplemented::new("rivet bmc", 4).into()),
-        Command::Boot(_) => Err(NotImplemented::new("rivet boot", 5).into()),
+        Command::Image(args) => image::run(args),
+        Command::Bmc(args) => bmc::run(args),
+        Command::Boot(args) => boot::run(args),
         Command::Serve(_) => Err(NotImplemented::new("rivet serve", 7).into()),
         Command::Host(_) => Err(NotImplemented::new("rivet host", 7).into()),
         Command::Lab(_) => Err(NotImplemented::new("rivet lab", 7).into()),
