@@ -58,16 +58,14 @@ fn an_unknown_log_format_is_a_usage_error() {
 
 #[test]
 fn a_command_that_is_not_built_yet_says_so_and_exits_3() {
-    // Update this list as command groups are built; an empty list means the test goes.
-    for command in ["serve", "host", "lab"] {
-        let out = rivet(&[command, "anything"]);
-        assert_eq!(out.status.code(), Some(3), "rivet {command}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("not implemented yet"),
-            "rivet {command}: {stderr}"
-        );
-    }
+    // `lab` is the last command group not built; when it is, the test goes.
+    let out = rivet(&["lab", "anything"]);
+    assert_eq!(out.status.code(), Some(3), "rivet lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not implemented yet"),
+        "rivet lab: {stderr}"
+    );
 }
 
 #[test]

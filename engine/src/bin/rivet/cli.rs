@@ -43,9 +43,9 @@ pub(crate) enum Command {
     /// Run the boot services (DHCP, TFTP, HTTP) or print a host's iPXE script.
     Boot(crate::boot::BootArgs),
     /// Run the Rivet daemon: engine, REST API and boot services.
-    Serve(Pending),
+    Serve(crate::serve::ServeArgs),
     /// Manage hosts through a running daemon.
-    Host(Pending),
+    Host(Box<crate::host::HostArgs>),
     /// Create or remove a lab of emulated hosts on this machine.
     Lab(Pending),
     /// Print a shell completion script.
@@ -74,7 +74,7 @@ mod tests {
 
     #[test]
     fn verbose_and_quiet_exclude_each_other() {
-        let err = Cli::try_parse_from(["rivet", "-v", "-q", "serve"]).unwrap_err();
+        let err = Cli::try_parse_from(["rivet", "-v", "-q", "completions", "bash"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }

@@ -5,8 +5,10 @@ mod bmc;
 mod boot;
 mod cli;
 mod exit;
+mod host;
 mod image;
 mod logging;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -29,8 +31,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Image(args) => image::run(args),
         Command::Bmc(args) => bmc::run(args),
         Command::Boot(args) => boot::run(args),
-        Command::Serve(_) => Err(NotImplemented::new("rivet serve", 7).into()),
-        Command::Host(_) => Err(NotImplemented::new("rivet host", 7).into()),
+        Command::Serve(args) => serve::run(&args),
+        Command::Host(args) => host::run(*args),
         Command::Lab(_) => Err(NotImplemented::new("rivet lab", 7).into()),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rivet", &mut std::io::stdout());
