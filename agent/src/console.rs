@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -89,6 +89,16 @@ impl Progress {
             bar.finish();
         }
     }
+}
+
+/// A progress callback for the image writer: one bar for `item`, advancing with the bytes of
+/// the image read (the published size is not always known; the bar then runs just ahead).
+pub fn image_progress(item: PathBuf) -> rivet_images::ProgressCallback {
+    let bars = Progress::new("writing");
+    Arc::new(move |update: &rivet_images::Progress| {
+        let total = update.total_bytes.unwrap_or(update.bytes_read + 1);
+        bars.update(&item, update.bytes_read, total);
+    })
 }
 
 #[cfg(test)]

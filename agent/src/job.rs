@@ -12,7 +12,8 @@
 //! | `rivet.image=<url>` | the image to deploy |
 //! | `rivet.image.checksum=<hex or url>`, `rivet.image.checksum_type=sha256\|sha512\|md5` | its checksum |
 //! | `rivet.image.format=raw\|qcow2` | its declared format |
-//! | `rivet.configdrive=<dir>` | a directory whose files become the config drive |
+//! | `rivet.configdrive=<path>` | a directory whose files become the config drive, or a file with Ironic's JSON form |
+//! | `rivet.clean.mode=metadata\|erase` (with `deploy`) | clean the chosen disk first |
 
 use std::path::PathBuf;
 
@@ -48,6 +49,8 @@ pub struct DeployJob {
     pub checksum_type: Option<String>,
     pub format: Option<String>,
     pub config_drive: Option<PathBuf>,
+    /// Clean the chosen disk first (`rivet.clean.mode=` given with a deploy job).
+    pub clean: Option<CleanMode>,
 }
 
 /// A job.
@@ -123,11 +126,7 @@ pub fn from_cmdline(line: &KernelCommandLine) -> Result<JobSpec, CommandLineErro
         }
         Some("inventory") => Job::Inventory,
         Some("clean") => {
-            let mode = match line.get("rivet.clean.mode") {
-                None | Some("metadata") => CleanMode::Metadata,
-                Some("erase") => CleanMode::Erase,
-                Some(other) => return Err(invalid("rivet.clean.mode", other, "metadata or erase")),
-            };
+            let mode = clean_mode(line)?.unwrap_or(CleanMode::Metadata);
             let disks = match line.get("rivet.clean.disks") {
                 None | Some("all") => DiskSelection::All,
                 Some(list) => DiskSelection::Named(
@@ -160,11 +159,21 @@ pub fn from_cmdline(line: &KernelCommandLine) -> Result<JobSpec, CommandLineErro
                 checksum_type: line.get("rivet.image.checksum_type").map(str::to_owned),
                 format: line.get("rivet.image.format").map(str::to_owned),
                 config_drive: line.get("rivet.configdrive").map(PathBuf::from),
+                clean: clean_mode(line)?,
             })
         }
         Some(other) => return Err(invalid("rivet.job", other, "inventory, clean or deploy")),
     };
     Ok(JobSpec { job, hints, after })
+}
+
+fn clean_mode(line: &KernelCommandLine) -> Result<Option<CleanMode>, CommandLineError> {
+    match line.get("rivet.clean.mode") {
+        None => Ok(None),
+        Some("metadata") => Ok(Some(CleanMode::Metadata)),
+        Some("erase") => Ok(Some(CleanMode::Erase)),
+        Some(other) => Err(invalid("rivet.clean.mode", other, "metadata or erase")),
+    }
 }
 
 /// JSON carried in a kernel parameter, which cannot hold quotes or spaces: percent-encoded
@@ -239,6 +248,13 @@ mod tests {
         assert_eq!(job.image_url, "http://10.0.2.2:8080/disk.qcow2");
         assert_eq!(job.format.as_deref(), Some("qcow2"));
         assert_eq!(job.config_drive, Some(PathBuf::from("/media/boot/cd")));
+        assert_eq!(job.clean, None);
+        let erase_first =
+            spec("rivet.job=deploy rivet.image=/x.img rivet.clean.mode=erase").unwrap();
+        let Job::Deploy(job) = erase_first.job else {
+            panic!("not a deploy job");
+        };
+        assert_eq!(job.clean, Some(CleanMode::Erase));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod clean;
 pub mod cmdline;
 pub mod configdrive;
 pub mod console;
+pub mod deploy;
 pub mod disk;
 pub mod hints;
 pub mod inventory;

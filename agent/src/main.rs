@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use rivet_agent::clean::{self, CleanMode, CleanOptions, CleanTarget};
 use rivet_agent::configdrive::{self, ConfigDrive};
 use rivet_agent::console::{self, Progress};
+use rivet_agent::deploy::{self, ChosenDisk, DeployReport, DeployRequest};
 use rivet_agent::disk::{Access, Disk};
+use rivet_agent::hints::HintSet;
 use rivet_agent::inventory::{Inventory, live_addresses};
 use rivet_agent::job::{self, After};
 use rivet_agent::run;
@@ -84,6 +86,40 @@ enum Command {
         #[arg(long, value_name = "DEVICE")]
         disk: Option<PathBuf>,
     },
+    /// Write an image to the root disk (the one the root-device hints choose, or --disk),
+    /// then fix the GPT backup and add the config drive.
+    Deploy {
+        /// The image: an http(s) URL, a file:// URL or a path; raw or qcow2, optionally gzip-
+        /// or zstd-compressed.
+        #[arg(value_name = "IMAGE")]
+        image: String,
+        /// A hex digest of the image as published, or the URL or path of a checksum file
+        /// (`SHA256SUMS` style) listing it.
+        #[arg(long)]
+        checksum: Option<String>,
+        /// md5, sha256 or sha512 (default: from the digest's length).
+        #[arg(long, value_name = "ALGORITHM", requires = "checksum")]
+        checksum_type: Option<String>,
+        /// raw, qcow2 or auto (the content is checked either way).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+        /// Root-device hints as JSON (BareMetalHost `rootDeviceHints` or Ironic's
+        /// `root_device` with its operators).
+        #[arg(long, value_name = "JSON", conflicts_with = "disk")]
+        root_device_hints: Option<String>,
+        /// A directory (or Ironic's JSON form in a file) to write as the config drive.
+        #[arg(long, value_name = "DIR|JSON")]
+        config_drive: Option<PathBuf>,
+        /// Write to this disk (device or image file) instead of choosing one by hints.
+        #[arg(long, value_name = "DEVICE")]
+        disk: Option<PathBuf>,
+        /// Clean the disk first; an erase that leaves zeroes lets zero ranges be skipped.
+        #[arg(long, value_enum, value_name = "MODE")]
+        clean: Option<Mode>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The ramdisk's main program: run the job the kernel command line names (`rivet.job=…`),
     /// print the result between markers, then power off or reboot as `rivet.after=` says.
     Run,
@@ -93,6 +129,45 @@ enum Command {
 enum Mode {
     Metadata,
     Erase,
+}
+
+impl From<Mode> for CleanMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Metadata => CleanMode::Metadata,
+            Mode::Erase => CleanMode::Erase,
+        }
+    }
+}
+
+fn print_deploy(report: &DeployReport) {
+    let mib = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
+    println!(
+        "{} ({}): {} {} image, {:.1} MiB virtual, {:.1} MiB read, {:.1} MiB written in {:.2} s{}",
+        report.disk.path.display(),
+        report.disk.reason,
+        report.format,
+        report.compression,
+        mib(report.virtual_size),
+        mib(report.bytes_read),
+        mib(report.bytes_written),
+        report.write_duration.as_secs_f64(),
+        match &report.digest {
+            Some(digest) => format!(", {} verified", digest.algorithm),
+            None => ", no checksum given".to_owned(),
+        },
+    );
+    if report.gpt_backup_moved {
+        println!("GPT backup moved to the end of the disk");
+    }
+    if let Some(drive) = &report.config_drive {
+        println!(
+            "config drive in partition {} ({:?}, {:.0} MiB)",
+            drive.partition,
+            drive.filesystem,
+            mib(drive.size)
+        );
+    }
 }
 
 fn main() -> ExitCode {
@@ -126,6 +201,75 @@ fn init_logging(verbose: u8) {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run => run_job(),
+        Command::Deploy {
+            image,
+            checksum,
+            checksum_type,
+            format,
+            root_device_hints,
+            config_drive,
+            disk,
+            clean,
+            json,
+        } => {
+            let mut request = DeployRequest::parse(
+                &image,
+                checksum.as_deref(),
+                checksum_type.as_deref(),
+                format.as_deref(),
+            )?;
+            request.config_drive = config_drive
+                .as_deref()
+                .map(ConfigDrive::load)
+                .transpose()
+                .context("the config drive")?;
+            request.clean = clean.map(|mode| CleanOptions {
+                mode: mode.into(),
+                ..CleanOptions::default()
+            });
+            let target = match disk {
+                Some(path) => {
+                    let inventory = Inventory::collect_live();
+                    let known = path.to_str().and_then(|p| inventory.disk(p));
+                    ChosenDisk::named(&path, known)
+                }
+                None => {
+                    let hints = match root_device_hints {
+                        Some(text) => HintSet::from_json(
+                            &serde_json::from_str(&text)
+                                .context("--root-device-hints is not JSON")?,
+                        )?,
+                        None => HintSet::default(),
+                    };
+                    ChosenDisk::select(&Inventory::collect_live().storage, &hints)?
+                }
+            };
+            let progress = console::image_progress(target.path.clone());
+            match deploy::deploy(&target, &request, Some(progress)) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print_deploy(&report);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&serde_json::json!({
+                                "disk": target,
+                                "error": err.chain(),
+                                "checksumMismatch": err.is_verification_failure(),
+                                "diskWiped": err.disk_wiped(),
+                            }))?
+                        );
+                    }
+                    Err(anyhow::Error::new(err))
+                }
+            }
+        }
         Command::ConfigDrive {
             source,
             output,
@@ -181,10 +325,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 bail!("no disks to clean: the inventory found none");
             }
             let options = CleanOptions {
-                mode: match mode {
-                    Mode::Metadata => CleanMode::Metadata,
-                    Mode::Erase => CleanMode::Erase,
-                },
+                mode: mode.into(),
                 skip_read_only,
                 force,
                 parallel,
@@ -271,13 +412,7 @@ fn config_drive(
     vfat_sector_size: Option<u32>,
     disk: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let drive = if source.is_dir() {
-        ConfigDrive::from_dir(source)?
-    } else {
-        let text = std::fs::read(source).with_context(|| format!("read {}", source.display()))?;
-        let json = serde_json::from_slice(&text).context("the config drive JSON")?;
-        ConfigDrive::from_ironic_json(&json)?
-    };
+    let drive = ConfigDrive::load(source)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

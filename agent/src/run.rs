@@ -3,12 +3,14 @@
 
 use serde::Serialize;
 
-use crate::clean::{self, CleanTarget};
+use crate::clean::{self, CleanOptions, CleanTarget};
 use crate::cmdline::KernelCommandLine;
+use crate::configdrive::ConfigDrive;
 use crate::console::{self, Progress};
-use crate::hints::select_root_disk;
+use crate::deploy::{self, ChosenDisk, DeployError, DeployRequest};
+use crate::hints::{HintSet, select_root_disk};
 use crate::inventory::{InterfaceAddress, Inventory};
-use crate::job::{self, DiskSelection, Job, JobSpec};
+use crate::job::{self, DeployJob, DiskSelection, Job, JobSpec};
 use crate::sysfs::SysRoot;
 
 /// Extra parameters the ramdisk's `/init` found on the boot medium.
@@ -156,11 +158,58 @@ fn run_job(spec: &JobSpec, inventory: &Inventory) -> Result<JobResult, String> {
                 result: serde_json::to_value(&report).map_err(|e| e.to_string())?,
             })
         }
-        Job::Deploy(_) => Err(
-            "deploy needs the rivet-images pipeline to write the image, and this build does not \
-             include it yet"
-                .to_owned(),
-        ),
+        Job::Deploy(job) => Ok(deploy_job(job, &spec.hints, inventory)),
+    }
+}
+
+/// A deploy from the command line's parameters onto the disk the hints choose. A failure's
+/// result still says which disk was chosen and whether it was wiped.
+fn deploy_job(job: &DeployJob, hints: &HintSet, inventory: &Inventory) -> JobResult {
+    let name = Some("deploy");
+    let prepared = ChosenDisk::select(&inventory.storage, hints).and_then(|disk| {
+        let mut request = DeployRequest::parse(
+            &job.image_url,
+            job.checksum.as_deref(),
+            job.checksum_type.as_deref(),
+            job.format.as_deref(),
+        )?;
+        request.config_drive = job
+            .config_drive
+            .as_deref()
+            .map(ConfigDrive::load)
+            .transpose()
+            .map_err(DeployError::ConfigDriveSource)?;
+        request.clean = job.clean.map(|mode| CleanOptions {
+            mode,
+            ..CleanOptions::default()
+        });
+        Ok((disk, request))
+    });
+    let (disk, request) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return JobResult::failed(name, err.chain()),
+    };
+    let progress = console::image_progress(disk.path.clone());
+    match deploy::deploy(&disk, &request, Some(progress)) {
+        Ok(report) => match serde_json::to_value(&report) {
+            Ok(result) => JobResult {
+                job: name,
+                succeeded: true,
+                error: None,
+                result,
+            },
+            Err(err) => JobResult::failed(name, err.to_string()),
+        },
+        Err(err) => JobResult {
+            job: name,
+            succeeded: false,
+            error: Some(err.chain()),
+            result: serde_json::json!({
+                "disk": disk,
+                "checksumMismatch": err.is_verification_failure(),
+                "diskWiped": err.disk_wiped(),
+            }),
+        },
     }
 }
 

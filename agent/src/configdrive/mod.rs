@@ -105,6 +105,21 @@ impl ConfigDrive {
         Ok(drive)
     }
 
+    /// A directory ([`ConfigDrive::from_dir`]) or a file holding Ironic's JSON form
+    /// ([`ConfigDrive::from_ironic_json`]).
+    pub fn load(path: &Path) -> Result<Self, ConfigDriveError> {
+        if path.is_dir() {
+            return Self::from_dir(path);
+        }
+        let text = std::fs::read(path).map_err(|source| ConfigDriveError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let json = serde_json::from_slice(&text)
+            .map_err(|e| ConfigDriveError::Json(format!("{}: {e}", path.display())))?;
+        Self::from_ironic_json(&json)
+    }
+
     fn add_tree(
         &mut self,
         dir: &Path,
