@@ -269,12 +269,12 @@ pub fn deploy(
 ) -> Result<DeployReport, DeployError> {
     let started = Instant::now();
     let path = disk.path.clone();
-    let disk_size = Disk::open(&path, Access::ReadWrite)
+    let (disk_size, is_file) = Disk::open(&path, Access::ReadWrite)
+        .map(|disk| (disk.size(), !disk.is_block_device()))
         .map_err(|source| DeployError::Open {
             disk: path.clone(),
             source,
-        })?
-        .size();
+        })?;
 
     let cleaned = match request.clean {
         None => None,
@@ -306,6 +306,8 @@ pub fn deploy(
         checksum: request.checksum.clone(),
         zero_policy,
         progress,
+        // A file standing in for a disk would otherwise grow to fit any image.
+        size_limit: is_file.then_some(disk_size),
         ..WriteOptions::default()
     };
     let write_started = Instant::now();

@@ -261,3 +261,145 @@ impl JobGuest {
         }
     }
 }
+
+/// The layout of [`deploy_image`]: a 48 MiB GPT disk.
+pub const IMAGE_BYTES: u64 = 48 * MIB;
+/// Where the GPT's primary copy ends (protective MBR, header, 128 entries): the bytes the
+/// backup fix-up and a new partition rewrite.
+pub const GPT_PRIMARY_BYTES: u64 = 34 * 512;
+/// The backup entries and header at the end of the image, which the fix-up leaves stale.
+pub const GPT_BACKUP_BYTES: u64 = 33 * 512;
+
+/// A small bootable-looking disk made by the real tools: GPT (sgdisk) with a FAT partition
+/// holding a file of noise (mkfs.fat, mcopy) and an ext4 one holding another (mkfs.ext4 -d),
+/// zeroes everywhere else. Returns the raw image; nothing here needs root.
+pub fn deploy_image(dir: &Path) -> PathBuf {
+    let image = dir.join("image.raw");
+    sparse_file(&image, IMAGE_BYTES);
+    let path = image.to_str().unwrap();
+    run("sgdisk", &["-n1:2048:+16M", "-t1:ef00", "-n2:0:0", path]);
+    run("mkfs.fat", &["-F", "16", "--offset=2048", path, "16384"]);
+    let noise_file = dir.join("noise.bin");
+    std::fs::write(&noise_file, noise(3 * MIB as usize, 7)).unwrap();
+    run(
+        "mcopy",
+        &[
+            "-i",
+            &format!("{path}@@{}", MIB),
+            noise_file.to_str().unwrap(),
+            "::/noise.bin",
+        ],
+    );
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "deployed-by-rivet\n").unwrap();
+    std::fs::write(root.join("data.bin"), noise(2 * MIB as usize, 11)).unwrap();
+    let ext4_start = 17 * MIB;
+    let ext4_kib = (IMAGE_BYTES - ext4_start - GPT_BACKUP_BYTES) / 1024;
+    run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-d",
+            root.to_str().unwrap(),
+            "-E",
+            &format!("offset={ext4_start}"),
+            path,
+            &format!("{ext4_kib}k"),
+        ],
+    );
+    image
+}
+
+/// Converts `image` with `qemu-img convert` to `format` (the peer's own encoder).
+pub fn qemu_img_convert(image: &Path, format: &str, output: &Path) {
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            format,
+            image.to_str().unwrap(),
+            output.to_str().unwrap(),
+        ],
+    );
+}
+
+/// Asserts that `disk` holds `raw_image` at its start — every byte but the GPT's primary
+/// copy (rewritten to point at the moved backup and list the config drive) and the stale
+/// backup at the image's end — and that sgdisk finds the tables consistent, with the
+/// image's partitions unchanged.
+pub fn assert_deployed(raw_image: &Path, disk: &Path) {
+    let image_len = std::fs::metadata(raw_image).unwrap().len();
+    let middle = image_len - GPT_PRIMARY_BYTES - GPT_BACKUP_BYTES;
+    let out = Command::new(require_tool("cmp"))
+        .arg(format!("--ignore-initial={GPT_PRIMARY_BYTES}"))
+        .arg(format!("--bytes={middle}"))
+        .arg(raw_image)
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the disk differs from the image: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let verify = run("sgdisk", &["-v", disk.to_str().unwrap()]).stdout;
+    let verify = String::from_utf8_lossy(&verify);
+    assert!(verify.contains("No problems found"), "{verify}");
+    for number in ["1", "2"] {
+        let info = |path: &Path| {
+            String::from_utf8_lossy(&run("sgdisk", &["-i", number, path.to_str().unwrap()]).stdout)
+                .into_owned()
+        };
+        assert_eq!(info(raw_image), info(disk), "partition {number}");
+    }
+}
+
+/// The files of the `config-2` ISO 9660 partition at `offset`, extracted with xorriso.
+pub fn config_drive_files(disk: &Path, offset: u64, size: u64, scratch: &Path) -> PathBuf {
+    let mut bytes = vec![0u8; size as usize];
+    use std::os::unix::fs::FileExt as _;
+    std::fs::File::open(disk)
+        .unwrap()
+        .read_exact_at(&mut bytes, offset)
+        .unwrap();
+    let iso = scratch.join("config-2.iso");
+    std::fs::write(&iso, bytes).unwrap();
+    let found = blkid_at(&iso, 0, size).expect("a file system in the config-2 partition");
+    assert!(found.contains("LABEL=\"config-2\""), "{found}");
+    let out = scratch.join("config-2");
+    run(
+        "xorriso",
+        &[
+            "-osirrox",
+            "on",
+            "-indev",
+            iso.to_str().unwrap(),
+            "-extract",
+            "/",
+            out.to_str().unwrap(),
+        ],
+    );
+    out
+}
+
+/// Asserts that nothing on `disk` identifies a partition table or file system any more.
+pub fn assert_unbootable(disk: &Path) {
+    let size = std::fs::metadata(disk).unwrap().len();
+    assert_eq!(blkid_at(disk, 0, size), None, "blkid still finds something");
+    assert_eq!(wipefs(disk), Vec::<String>::new());
+    let sgdisk = Command::new(require_tool("sgdisk"))
+        .arg("-p")
+        .arg(disk)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&sgdisk.stdout);
+    assert!(
+        text.contains("Creating new GPT entries"),
+        "sgdisk found a table:\n{text}"
+    );
+}
