@@ -96,6 +96,9 @@ mkdir -p "$staging/etc/modprobe.d"
 echo "options scsi_mod scan=sync" > "$staging/etc/modprobe.d/rivet.conf"
 echo "root:x:0:0:root:/root:/bin/sh" > "$staging/etc/passwd"
 echo "root:x:0:" > "$staging/etc/group"
+# The system's CA bundle: image downloads over HTTPS are verified against it (the HTTP
+# client also refuses to start without any trusted roots, even for plain HTTP).
+install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$staging/etc/ssl/certs/ca-certificates.crt"
 
 (cd "$staging" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) \
   | zstd -q -"$level" -T0 > "$out/initramfs.img.tmp"

@@ -26,6 +26,8 @@ base_packages=(
   gdisk parted dosfstools mtools xorriso e2fsprogs xfsprogs lvm2 mdadm util-linux fdisk
   # more file-system signatures for the agent's cleaning tests
   btrfs-progs cryptsetup-bin
+  # the CA bundle the agent image carries (HTTPS image downloads in the ramdisk)
+  ca-certificates
   # boot media: ISO hybrid boot and the UEFI stub for the demo's unified kernel image
   isolinux syslinux-common grub-efi-amd64-bin grub-pc-bin systemd-boot-efi binutils
   # network plumbing
@@ -106,7 +108,7 @@ absent=()
 for program in "${required_programs[@]}"; do
   command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] || [ -x "/sbin/$program" ] || absent+=("$program")
 done
-for file in /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi /usr/lib/ipxe/qemu/efi-virtio.rom /usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/systemd/boot/efi/linuxx64.efi.stub; do
+for file in /etc/ssl/certs/ca-certificates.crt /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi /usr/lib/ipxe/qemu/efi-virtio.rom /usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/systemd/boot/efi/linuxx64.efi.stub; do
   [ -e "$file" ] || absent+=("$file")
 done
 ls /boot/vmlinuz-* >/dev/null 2>&1 || absent+=("/boot/vmlinuz-*")

@@ -726,3 +726,180 @@ fn vm_linux_mounts_the_config_drives_the_agent_writes() {
     let verify = String::from_utf8_lossy(&verify);
     assert!(verify.contains("No problems found"), "{verify}");
 }
+
+/// The agent's initramfs with `files` added (a config drive source, say), for a guest that
+/// still runs the agent's own `/init`.
+fn initramfs_with(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> std::path::PathBuf {
+    let mut overlay = rivet_tests::qemu::Cpio::default();
+    for (path, contents) in files {
+        let mut parent = String::new();
+        for component in Path::new(path).parent().unwrap().iter() {
+            parent = if parent.is_empty() {
+                component.to_string_lossy().into_owned()
+            } else {
+                format!("{parent}/{}", component.to_string_lossy())
+            };
+            overlay.dir(&parent);
+        }
+        overlay.file(path, 0o644, contents);
+    }
+    let image = agent_image();
+    let initrd = dir.join(format!("{name}.cpio"));
+    let base = run("zstd", &["-dc", image.initramfs.to_str().unwrap()]).stdout;
+    std::fs::write(&initrd, [base, overlay.finish()].concat()).unwrap();
+    initrd
+}
+
+/// The URL of a file `server` serves as a user-mode guest reaches it: the host's loopback is
+/// 10.0.2.2 to the guest.
+fn guest_url(server: &rivet_tests::http::StaticServer, name: &str) -> String {
+    server.url(name).replace("//127.0.0.1:", "//10.0.2.2:")
+}
+
+/// A deploy guest: the agent's `/init` with a user-mode NIC (the host's loopback is
+/// 10.0.2.2 to it), the target disk with serial TARGET and a decoy disk.
+fn deploy_guest(name: &str, dir: &Path, initrd: &Path, params: &str, target: &Path) -> JobRun {
+    let decoy = dir.join("decoy.raw");
+    sparse_file(&decoy, 256 * MIB);
+    run("sgdisk", &["-n1:0:0", decoy.to_str().unwrap()]);
+    let before = std::fs::read(&decoy).unwrap();
+    let run = JobGuest::with_initrd(
+        name,
+        dir,
+        initrd,
+        &format!("console=ttyS0 quiet panic=-1 {params}"),
+    )
+    .args([
+        "-netdev",
+        "user,id=n0",
+        "-device",
+        "virtio-net-pci,netdev=n0",
+    ])
+    .virtio_disk(&decoy, "decoy", "", ",serial=DECOY")
+    .virtio_disk(target, "target", "", ",serial=TARGET")
+    .run(JOB_TIMEOUT);
+    assert_eq!(
+        std::fs::read(&decoy).unwrap(),
+        before,
+        "the disk the hints did not choose was changed"
+    );
+    run
+}
+
+/// A qcow2 made by `qemu-img convert` from a GPT disk with FAT and ext4 partitions, served
+/// by BusyBox httpd, deployed by `rivet-agent run` in the guest onto the disk the hints name
+/// (larger than the image, holding an old table), with a checksum and a config drive.
+#[test]
+fn vm_deploy_writes_a_qcow2_from_http_with_its_config_drive() {
+    let dir = scratch_dir("vm-deploy-qcow2");
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let raw = deploy_image(dir.path());
+    qemu_img_convert(&raw, "qcow2", &www.join("image.qcow2"));
+    let server = rivet_tests::http::busybox_httpd(&www);
+    let target = dir.path().join("target.raw");
+    sparse_file(&target, 256 * MIB);
+    run("sgdisk", &["-n1:0:+200M", target.to_str().unwrap()]);
+
+    let meta = br#"{"uuid":"vm-deploy","hostname":"deployed"}"#;
+    let user = b"#cloud-config\nhostname: deployed\n";
+    let initrd = initramfs_with(
+        dir.path(),
+        "deploy-qcow2",
+        &[
+            ("cd/meta_data.json", meta.as_slice()),
+            ("cd/user_data", user.as_slice()),
+        ],
+    );
+    let params = format!(
+        "rivet.job=deploy rivet.image={} rivet.image.checksum={} rivet.image.checksum_type=sha256 rivet.configdrive=/cd \
+         rivet.hints={}",
+        guest_url(&server, "image.qcow2"),
+        sha256_file(&www.join("image.qcow2")),
+        hints_param(json!({"serialNumber": "TARGET"})),
+    );
+    let run = deploy_guest("deploy-qcow2", dir.path(), &initrd, &params, &target);
+    let result = &run.result;
+    assert_eq!(result["job"], "deploy");
+    assert_eq!(result["succeeded"], true, "{result}\n{}", run.serial);
+    let report = &result["result"];
+    assert_eq!(report["disk"]["serialNumber"], "TARGET", "{report}");
+    assert!(
+        report["disk"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("root-device hints"),
+        "{report}"
+    );
+    assert_eq!(report["format"], "qcow2");
+    assert_eq!(report["checksumVerified"], true);
+    assert_eq!(report["partitionTableReread"], true);
+    assert_eq!(report["gptBackupMoved"], true);
+    assert_eq!(report["zeroPolicy"], "write-zeroes");
+    eprintln!(
+        "deployed {} MiB virtual in {} s",
+        IMAGE_BYTES / MIB,
+        report["writeDuration"]
+    );
+
+    assert_deployed(&raw, &target);
+    let drive = &report["configDrive"];
+    assert_eq!(drive["partition"], 3, "{report}");
+    let files = config_drive_files(
+        &target,
+        drive["offset"].as_u64().unwrap(),
+        drive["size"].as_u64().unwrap(),
+        dir.path(),
+    );
+    assert_eq!(
+        std::fs::read(files.join("openstack/latest/meta_data.json")).unwrap(),
+        meta
+    );
+    assert_eq!(
+        std::fs::read(files.join("openstack/latest/user_data")).unwrap(),
+        user
+    );
+}
+
+/// A raw image deployed right after an erase in the same job, onto a disk full of noise: the
+/// erase zeroes the disk, so the writer skips the image's zero ranges — and every byte of
+/// them must still read as zero afterwards.
+#[test]
+fn vm_deploy_after_an_erase_skips_zero_ranges_and_they_read_as_zero() {
+    let dir = scratch_dir("vm-deploy-raw");
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let raw = deploy_image(dir.path());
+    std::fs::copy(&raw, www.join("image.img")).unwrap();
+    let server = rivet_tests::http::busybox_httpd(&www);
+    let target = dir.path().join("target.raw");
+    std::fs::write(&target, noise(128 * MIB as usize, 3)).unwrap();
+
+    let params = format!(
+        "rivet.job=deploy rivet.image={} rivet.image.format=raw rivet.clean.mode=erase \
+         rivet.hints={}",
+        guest_url(&server, "image.img"),
+        hints_param(json!({"serialNumber": "TARGET"})),
+    );
+    let initrd = agent_image().initramfs;
+    let run = deploy_guest("deploy-raw", dir.path(), &initrd, &params, &target);
+    let result = &run.result;
+    assert_eq!(result["succeeded"], true, "{result}\n{}", run.serial);
+    let report = &result["result"];
+    assert_eq!(report["format"], "raw");
+    assert_eq!(report["checksumVerified"], false);
+    assert_eq!(report["cleaned"]["result"], "succeeded", "{report}");
+    assert_eq!(report["zeroPolicy"], "assume-zeroed", "{report}");
+    assert!(report["bytesSkipped"].as_u64().unwrap() > 0, "{report}");
+    assert!(report.get("configDrive").is_none());
+    assert_deployed(&raw, &target);
+    // Past the image, only the moved GPT backup is left of anything: the noise is gone.
+    let disk = std::fs::read(&target).unwrap();
+    let tail_start = (128 * MIB - GPT_BACKUP_BYTES) as usize;
+    assert!(
+        disk[IMAGE_BYTES as usize..tail_start]
+            .iter()
+            .all(|b| *b == 0),
+        "noise survived past the image"
+    );
+}
