@@ -203,3 +203,55 @@ fn refusals_and_bad_requests_leave_the_disk_as_it_was() {
     );
     assert_eq!(std::fs::read(&small).unwrap(), before);
 }
+
+/// On a real block device (a loop device over a file full of noise): zero ranges are zeroed,
+/// not skipped, when nothing erased the disk first; and a checksum mismatch wipes the old
+/// table at the device's far end too, not just the image's.
+#[test]
+fn on_a_block_device_zeroes_are_written_and_a_mismatch_wipes_both_ends() {
+    use rivet_tests::block::{LoopDevice, LoopOptions};
+    let dir = scratch_dir("deploy-loop");
+    let raw = deploy_image(dir.path());
+    let qcow2 = dir.path().join("image.qcow2");
+    qemu_img_convert(&raw, "qcow2", &qcow2);
+    let backing = dir.path().join("disk.raw");
+    std::fs::write(&backing, noise(96 * MIB as usize, 5)).unwrap();
+    {
+        let device = LoopDevice::attach(&backing, &LoopOptions::default());
+        let request = DeployRequest::parse(qcow2.to_str().unwrap(), None, None, None).unwrap();
+        let report =
+            deploy::deploy(&ChosenDisk::named(device.path(), None), &request, None).unwrap();
+        assert_eq!(report.zero_policy, rivet_images::ZeroPolicy::WriteZeroes);
+        assert!(report.bytes_zeroed > 0, "{report:?}");
+        assert!(report.gpt_backup_moved);
+    }
+    assert_deployed(&raw, &backing);
+
+    // Now an old table at both ends of the device, and an image that fails its checksum.
+    std::fs::remove_file(&backing).unwrap();
+    sparse_file(&backing, 96 * MIB);
+    run("sgdisk", &["-n1:0:0", backing.to_str().unwrap()]);
+    run(
+        "mkfs.fat",
+        &["-F", "32", "--offset=2048", backing.to_str().unwrap()],
+    );
+    {
+        let device = LoopDevice::attach(&backing, &LoopOptions::default());
+        let out = Command::new(env!("CARGO_BIN_EXE_rivet-agent"))
+            .args([
+                "deploy",
+                qcow2.to_str().unwrap(),
+                "--checksum",
+                &"1".repeat(64),
+            ])
+            .arg("--disk")
+            .arg(device.path())
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["diskWiped"], true, "{report}");
+    }
+    assert_unbootable(&backing);
+}
