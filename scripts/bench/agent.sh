@@ -8,6 +8,9 @@
 #      (wipefs -a on every partition and the disk, then sgdisk -Z)
 #   4. erasing 1 GiB on a loop device vs blkdiscard -z and dd from /dev/zero
 #   5. building a config drive vs xorriso -as mkisofs -J -r
+#   6. deploying a 1 GiB-virtual image over HTTP onto a loop device vs IPA's path (qcow2:
+#      download, then qemu-img convert; raw: streamed through dd), and inside a TCG guest
+# AGENT_BENCH=deploy runs only the last.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -36,6 +39,9 @@ echo "# Agent benchmarks" > "$report"
   echo
 } >> "$report"
 
+attach() { local dev; dev=$(losetup -f --show "$@"); loops+=("$dev"); echo "$dev"; }
+
+if [ "${AGENT_BENCH:-all}" = all ]; then
 # 1. The image.
 scripts/agent-image.sh --binary "$agent" --out "$out/image" --no-iso > "$out/image-build.txt"
 scripts/agent-image.sh --binary "$agent" --out "$out/image" > "$out/image-build-iso.txt"
@@ -105,7 +111,6 @@ hf --export-json "$out/inventory.json" \
 template="$work/template.img"
 truncate -s 1G "$template"
 sgdisk -n1:0:+64M -n2:0:+400M -n3:0:+64M "$template" >/dev/null
-attach() { local dev; dev=$(losetup -f --show "$@"); loops+=("$dev"); echo "$dev"; }
 p1=$(attach -o $((1 << 20)) --sizelimit $((64 << 20)) "$template"); mkfs.ext4 -q "$p1"
 p2=$(attach -o $((65 << 20)) --sizelimit $((400 << 20)) "$template"); mkfs.xfs -q -f "$p2"
 p3=$(attach -o $((465 << 20)) --sizelimit $((64 << 20)) "$template"); pvcreate -q -ff -y "$p3" >/dev/null 2>&1
@@ -190,5 +195,77 @@ hf --export-json "$out/configdrive.json" \
   echo "|---|---|---|"
   echo "| \`rivet-agent config-drive --output\` | $(mean "$out/configdrive.json" 0) | 1.00 |"
   echo "| \`xorriso -as mkisofs -J -r\` | $(mean "$out/configdrive.json" 1) | $(ratio "$out/configdrive.json" 1 0) |"
+} >> "$report"
+fi
+
+# 6. Deploy. A 1 GiB disk image as a cloud image looks: GPT, an ext4 root with 300 MiB of
+# files (random and text), the rest never written. Served by BusyBox httpd (Range support).
+www="$work/www"; mkdir -p "$www" "$work/rootfs/usr"
+head -c $((200 << 20)) /dev/urandom > "$work/rootfs/usr/blob"
+(yes "rivet deploy benchmark line of compressible text" || true) | head -c $((100 << 20)) > "$work/rootfs/usr/text"
+truncate -s 1G "$www/disk.raw"
+sgdisk -n1:0:0 "$www/disk.raw" >/dev/null
+mkfs.ext4 -q -F -d "$work/rootfs" -E offset=$((1 << 20)) "$www/disk.raw" $(((1024 - 2) * 1024))k
+qemu-img convert -f raw -O qcow2 "$www/disk.raw" "$www/disk.qcow2"
+raw_sum=$(sha256sum "$www/disk.raw" | cut -d' ' -f1)
+qcow2_sum=$(sha256sum "$www/disk.qcow2" | cut -d' ' -f1)
+qcow2_mb=$(stat -c %s "$www/disk.qcow2" | awk '{printf "%.0f", $1 / 1048576}')
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+busybox httpd -f -p "127.0.0.1:$port" -h "$www" & httpd=$!
+trap 'kill $httpd 2>/dev/null; cleanup' EXIT
+sleep 0.5
+url="http://127.0.0.1:$port"
+truncate -s 2G "$work/target.img"
+target=$(attach "$work/target.img")
+# IPA's deploy: a qcow2 is downloaded to a file and converted onto the device; a raw image is
+# streamed to the device (dd stands in for its Python write loop) and hashed as it goes.
+hf --runs 3 --shell bash --export-json "$out/deploy.json" \
+  -n "rivet-agent qcow2" "$agent deploy $url/disk.qcow2 --checksum $qcow2_sum --disk $target" \
+  -n "IPA qcow2" "curl -sf -o $work/dl.qcow2 $url/disk.qcow2 && sha256sum $work/dl.qcow2 >/dev/null && qemu-img convert -t directsync -f qcow2 -O raw $work/dl.qcow2 $target && rm $work/dl.qcow2" \
+  -n "rivet-agent raw" "$agent deploy $url/disk.raw --checksum $raw_sum --disk $target" \
+  -n "IPA raw" "curl -sf $url/disk.raw | tee >(sha256sum >/dev/null) | dd of=$target bs=1M oflag=direct iflag=fullblock status=none" \
+  > "$out/deploy.txt" 2>&1
+{
+  echo
+  echo "## Deploying a 1 GiB-virtual image over HTTP onto a loop device (checksum verified)"
+  echo
+  echo "The image: GPT, ext4 with 200 MiB random and 100 MiB text; qcow2 $qcow2_mb MiB. Served by BusyBox httpd on loopback."
+  echo
+  echo "| Command | Mean | Time relative to rivet-agent |"
+  echo "|---|---|---|"
+  echo "| \`rivet-agent deploy\` qcow2 (streamed, sha256 inline) | $(mean "$out/deploy.json" 0) | 1.00 |"
+  echo "| IPA's path: curl to a file, sha256sum, \`qemu-img convert -t directsync\` | $(mean "$out/deploy.json" 1) | $(ratio "$out/deploy.json" 1 0) |"
+  echo "| \`rivet-agent deploy\` raw (zero ranges become write-zeroes) | $(mean "$out/deploy.json" 2) | 1.00 |"
+  echo "| IPA's path: curl \\| sha256sum + \`dd oflag=direct\` | $(mean "$out/deploy.json" 3) | $(ratio "$out/deploy.json" 3 2) |"
+  echo
+} >> "$report"
+
+# The same deploys inside the agent under QEMU TCG onto a 2 GiB virtio disk (the host's
+# loopback is 10.0.2.2 to the guest); the time is the agent's own writeDuration.
+[ -f "$out/image/initramfs.img" ] || scripts/agent-image.sh --binary "$agent" --out "$out/image" --no-iso > /dev/null
+guest_deploy() { # image-name -> prints writeDuration seconds and total guest wall seconds
+  local log="$work/deploy-$1.log" start end disk="$work/guest-disk.raw"
+  rm -f "$disk"; truncate -s 2G "$disk"
+  start=$(date +%s.%N)
+  qemu-system-x86_64 -accel tcg -nodefaults -display none -no-reboot -m 1024 -smp 2 \
+    -serial "file:$log" -kernel "$out/image/vmlinuz" -initrd "$out/image/initramfs.img" \
+    -append "console=ttyS0 quiet panic=-1 rivet.job=deploy rivet.image=http://10.0.2.2:$port/$1 rivet.hints=$hints" \
+    -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
+    -drive "file=$disk,format=raw,if=none,id=d0" -device virtio-blk-pci,drive=d0,serial=TARGET >/dev/null 2>&1
+  end=$(date +%s.%N)
+  local result
+  result=$(sed -n '/RESULT BEGIN/{n;p}' "$log" | tr -d '\r')
+  echo "$(echo "$result" | jq -r '.result.writeDuration // "failed"') $(awk "BEGIN {printf \"%.1f\", $end - $start}")"
+}
+hints=$(printf '{"serialNumber":"TARGET"}' | base64 -w0 | tr -d '=')
+read -r q_write q_wall < <(guest_deploy disk.qcow2)
+read -r r_write r_wall < <(guest_deploy disk.raw)
+{
+  echo "Inside the agent under QEMU TCG (2 vCPUs, virtio-blk, user-mode networking), one run each:"
+  echo
+  echo "| Image | Agent's write time | Guest wall time, boot to power-off |"
+  echo "|---|---|---|"
+  echo "| qcow2 ($qcow2_mb MiB file, 1 GiB virtual) | $q_write s | $q_wall s |"
+  echo "| raw (1 GiB) | $r_write s | $r_wall s |"
 } >> "$report"
 cat "$report"
