@@ -266,7 +266,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                             }))?
                         );
                     }
-                    Err(anyhow::Error::new(err))
+                    eprintln!("error: {}", err.chain());
+                    // The same codes as `rivet image write`: 4 the checksum did not match,
+                    // 5 the image was refused.
+                    Ok(match &err {
+                        e if e.is_verification_failure() => ExitCode::from(4),
+                        deploy::DeployError::Image { source, .. } if source.is_refusal() => {
+                            ExitCode::from(5)
+                        }
+                        _ => ExitCode::FAILURE,
+                    })
                 }
             }
         }

@@ -143,7 +143,11 @@ fn a_checksum_mismatch_leaves_a_disk_that_cannot_boot() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "exit status 4: checksum mismatch"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("checksum mismatch"), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

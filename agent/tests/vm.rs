@@ -836,11 +836,7 @@ fn vm_deploy_writes_a_qcow2_from_http_with_its_config_drive() {
     assert_eq!(report["partitionTableReread"], true);
     assert_eq!(report["gptBackupMoved"], true);
     assert_eq!(report["zeroPolicy"], "write-zeroes");
-    eprintln!(
-        "deployed {} MiB virtual in {} s",
-        IMAGE_BYTES / MIB,
-        report["writeDuration"]
-    );
+    eprintln!("deploy report: {report}");
 
     assert_deployed(&raw, &target);
     let drive = &report["configDrive"];
