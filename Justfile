@@ -37,6 +37,10 @@ bench: deps
 fuzz seconds="60":
     scripts/fuzz.sh {{seconds}}
 
+# Build the agent's bootable image (kernel, initramfs, hybrid BIOS/UEFI ISO) into target/agent-image/.
+agent-image *args:
+    scripts/agent-image.sh {{args}}
+
 # Build the user guide into docs/book.
 docs:
     scripts/docs.sh
