@@ -16,13 +16,14 @@ deps:
 build:
     cargo build --workspace --all-targets
 
-# Check formatting and lints, then run the whole test suite against real peers.
+# Check formatting and lints, run the whole test suite against real peers, build the guide.
 test: deps
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo build --workspace --bins
     cargo nextest run --workspace --no-fail-fast
     cargo test --workspace --doc
+    scripts/docs.sh
 
 # The main demo: the most complete end-to-end run Rivet can do today.
 demo: deps
@@ -35,6 +36,10 @@ bench: deps
 # Run every fuzz target for the given number of seconds each.
 fuzz seconds="60":
     scripts/fuzz.sh {{seconds}}
+
+# Build the agent's bootable image (kernel, initramfs, hybrid BIOS/UEFI ISO) into target/agent-image/.
+agent-image *args:
+    scripts/agent-image.sh {{args}}
 
 # Build the user guide into docs/book.
 docs:

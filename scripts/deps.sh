@@ -24,6 +24,10 @@ base_packages=(
   zstd pigz openssl
   # disks, partitions and filesystems for agent and image tests
   gdisk parted dosfstools mtools xorriso e2fsprogs xfsprogs lvm2 mdadm util-linux fdisk
+  # more file-system signatures for the agent's cleaning tests
+  btrfs-progs cryptsetup-bin
+  # the CA bundle the agent image carries (HTTPS image downloads in the ramdisk)
+  ca-certificates
   # boot media: ISO hybrid boot and the UEFI stub for the demo's unified kernel image
   isolinux syslinux-common grub-efi-amd64-bin grub-pc-bin systemd-boot-efi binutils
   # network plumbing
@@ -97,14 +101,14 @@ fi
 required_programs=(
   qemu-system-x86_64 qemu-img qemu-io ipmi_sim ipmitool busybox dhclient dhcping atftp tftp in.tftpd
   curl dnsmasq perfdhcp zstd pigz openssl sgdisk wipefs mkfs.ext4 mkfs.xfs mkfs.vfat xorriso
-  pvcreate mdadm ip hyperfine jq virsh libvirtd objcopy
+  pvcreate mdadm mkfs.btrfs cryptsetup ip hyperfine jq virsh libvirtd objcopy
   grub-mkrescue mformat setpriv iptables python3
 )
 absent=()
 for program in "${required_programs[@]}"; do
   command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] || [ -x "/sbin/$program" ] || absent+=("$program")
 done
-for file in /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi /usr/lib/ipxe/qemu/efi-virtio.rom /usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/systemd/boot/efi/linuxx64.efi.stub; do
+for file in /etc/ssl/certs/ca-certificates.crt /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi /usr/lib/ipxe/qemu/efi-virtio.rom /usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/systemd/boot/efi/linuxx64.efi.stub; do
   [ -e "$file" ] || absent+=("$file")
 done
 ls /boot/vmlinuz-* >/dev/null 2>&1 || absent+=("/boot/vmlinuz-*")

@@ -1,19 +1,451 @@
 //! `rivet-agent`: the ramdisk agent's command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use rivet_agent::clean::{self, CleanMode, CleanOptions, CleanTarget};
+use rivet_agent::configdrive::{self, ConfigDrive};
+use rivet_agent::console::{self, Progress};
+use rivet_agent::deploy::{self, ChosenDisk, DeployReport, DeployRequest};
+use rivet_agent::disk::{Access, Disk};
+use rivet_agent::hints::HintSet;
+use rivet_agent::inventory::{Inventory, live_addresses};
+use rivet_agent::job::{self, After};
+use rivet_agent::run;
+use rivet_agent::sysfs::SysRoot;
 
-/// Rivet's ramdisk agent.
+/// Rivet's ramdisk agent: inventory, disk cleaning, image deployment.
 #[derive(Debug, Parser)]
 #[command(name = "rivet-agent", version)]
 struct Cli {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    _args: Vec<String>,
+    /// More logging (-v debug, -vv trace); logs go to standard error.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the hardware inventory.
+    Inventory {
+        /// Print JSON (the BareMetalHost HardwareDetails shape plus IPA's extra fields).
+        #[arg(long)]
+        json: bool,
+        /// Copy every sysfs/procfs file the inventory reads into this directory.
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
+        /// Read a tree captured with --record instead of this machine.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+    /// Clean disks: remove partition tables and signatures, or erase every byte.
+    Clean {
+        #[arg(long, value_enum, default_value = "metadata")]
+        mode: Mode,
+        /// A disk (device or image file) to clean; repeat for several.
+        #[arg(long = "disk", value_name = "DEVICE", required_unless_present = "all")]
+        disks: Vec<PathBuf>,
+        /// Every disk the inventory finds (virtual media excepted).
+        #[arg(long, conflicts_with = "disks")]
+        all: bool,
+        /// Report read-only disks as skipped rather than failing on them.
+        #[arg(long)]
+        skip_read_only: bool,
+        /// Clean disks holding GPFS, VMFS or GFS2 volumes too.
+        #[arg(long)]
+        force: bool,
+        /// Disks cleaned at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a config drive from a directory (or Ironic's JSON form) into a file, or write it
+    /// into a disk's `config-2` partition (created at the end of the disk if needed).
+    ConfigDrive {
+        /// A directory with `openstack/…` or the loose files (`meta_data.json`, `user_data`,
+        /// `network_data.json` …), or a JSON file `{"meta_data": …, "user_data": …}`.
+        #[arg(long, value_name = "PATH")]
+        source: PathBuf,
+        /// Write the file system image here.
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "disk",
+            conflicts_with = "disk"
+        )]
+        output: Option<PathBuf>,
+        /// With --output: build VFAT with this sector size instead of ISO 9660.
+        #[arg(long, value_name = "BYTES", requires = "output")]
+        vfat_sector_size: Option<u32>,
+        /// Put it on this disk (device or image file), fixing a misplaced GPT backup first.
+        #[arg(long, value_name = "DEVICE")]
+        disk: Option<PathBuf>,
+    },
+    /// Write an image to the root disk (the one the root-device hints choose, or --disk),
+    /// then fix the GPT backup and add the config drive.
+    Deploy {
+        /// The image: an http(s) URL, a file:// URL or a path; raw or qcow2, optionally gzip-
+        /// or zstd-compressed.
+        #[arg(value_name = "IMAGE")]
+        image: String,
+        /// A hex digest of the image as published, or the URL or path of a checksum file
+        /// (`SHA256SUMS` style) listing it.
+        #[arg(long)]
+        checksum: Option<String>,
+        /// md5, sha256 or sha512 (default: from the digest's length).
+        #[arg(long, value_name = "ALGORITHM", requires = "checksum")]
+        checksum_type: Option<String>,
+        /// raw, qcow2 or auto (the content is checked either way).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+        /// Root-device hints as JSON (BareMetalHost `rootDeviceHints` or Ironic's
+        /// `root_device` with its operators).
+        #[arg(long, value_name = "JSON", conflicts_with = "disk")]
+        root_device_hints: Option<String>,
+        /// A directory (or Ironic's JSON form in a file) to write as the config drive.
+        #[arg(long, value_name = "DIR|JSON")]
+        config_drive: Option<PathBuf>,
+        /// Write to this disk (device or image file) instead of choosing one by hints.
+        #[arg(long, value_name = "DEVICE")]
+        disk: Option<PathBuf>,
+        /// Clean the disk first; an erase that leaves zeroes lets zero ranges be skipped.
+        #[arg(long, value_enum, value_name = "MODE")]
+        clean: Option<Mode>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The ramdisk's main program: run the job the kernel command line names (`rivet.job=…`),
+    /// print the result between markers, then power off or reboot as `rivet.after=` says.
+    Run,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Metadata,
+    Erase,
+}
+
+impl From<Mode> for CleanMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Metadata => CleanMode::Metadata,
+            Mode::Erase => CleanMode::Erase,
+        }
+    }
+}
+
+fn print_deploy(report: &DeployReport) {
+    let mib = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
+    println!(
+        "{} ({}): {} {} image, {:.1} MiB virtual, {:.1} MiB read, {:.1} MiB written in {:.2} s{}",
+        report.disk.path.display(),
+        report.disk.reason,
+        report.format,
+        report.compression,
+        mib(report.virtual_size),
+        mib(report.bytes_read),
+        mib(report.bytes_written),
+        report.write_duration.as_secs_f64(),
+        match &report.digest {
+            Some(digest) => format!(", {} verified", digest.algorithm),
+            None => ", no checksum given".to_owned(),
+        },
+    );
+    if report.gpt_backup_moved {
+        println!("GPT backup moved to the end of the disk");
+    }
+    if let Some(drive) = &report.config_drive {
+        println!(
+            "config drive in partition {} ({:?}, {:.0} MiB)",
+            drive.partition,
+            drive.filesystem,
+            mib(drive.size)
+        );
+    }
 }
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("error: rivet-agent is not implemented yet (planned in issue 6); nothing was done");
-    ExitCode::from(3)
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("warn,rivet_agent={level}"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run => run_job(),
+        Command::Deploy {
+            image,
+            checksum,
+            checksum_type,
+            format,
+            root_device_hints,
+            config_drive,
+            disk,
+            clean,
+            json,
+        } => {
+            let mut request = DeployRequest::parse(
+                &image,
+                checksum.as_deref(),
+                checksum_type.as_deref(),
+                format.as_deref(),
+            )?;
+            request.config_drive = config_drive
+                .as_deref()
+                .map(ConfigDrive::load)
+                .transpose()
+                .context("the config drive")?;
+            request.clean = clean.map(|mode| CleanOptions {
+                mode: mode.into(),
+                ..CleanOptions::default()
+            });
+            let target = match disk {
+                Some(path) => {
+                    let inventory = Inventory::collect_live();
+                    let known = path.to_str().and_then(|p| inventory.disk(p));
+                    ChosenDisk::named(&path, known)
+                }
+                None => {
+                    let hints = match root_device_hints {
+                        Some(text) => HintSet::from_json(
+                            &serde_json::from_str(&text)
+                                .context("--root-device-hints is not JSON")?,
+                        )?,
+                        None => HintSet::default(),
+                    };
+                    ChosenDisk::select(&Inventory::collect_live().storage, &hints)?
+                }
+            };
+            let progress = console::image_progress(target.path.clone());
+            match deploy::deploy(&target, &request, Some(progress)) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print_deploy(&report);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&serde_json::json!({
+                                "disk": target,
+                                "error": err.chain(),
+                                "checksumMismatch": err.is_verification_failure(),
+                                "diskWiped": err.disk_wiped(),
+                            }))?
+                        );
+                    }
+                    eprintln!("error: {}", err.chain());
+                    // The same codes as `rivet image write`: 4 the checksum did not match,
+                    // 5 the image was refused.
+                    Ok(match &err {
+                        e if e.is_verification_failure() => ExitCode::from(4),
+                        deploy::DeployError::Image { source, .. } if source.is_refusal() => {
+                            ExitCode::from(5)
+                        }
+                        _ => ExitCode::FAILURE,
+                    })
+                }
+            }
+        }
+        Command::ConfigDrive {
+            source,
+            output,
+            vfat_sector_size,
+            disk,
+        } => config_drive(&source, output, vfat_sector_size, disk),
+        Command::Inventory { json, record, root } => {
+            // A captured tree has no live interfaces; this machine's addresses are not its.
+            let addresses = match root {
+                Some(_) => Vec::new(),
+                None => live_addresses(),
+            };
+            let mut sys = root.map_or_else(SysRoot::live, SysRoot::at);
+            if let Some(dir) = record {
+                sys = sys.recording_into(dir);
+            }
+            let inventory = Inventory::collect(&sys, &addresses);
+            if json {
+                let text =
+                    serde_json::to_string_pretty(&inventory).context("serialise the inventory")?;
+                println!("{text}");
+            } else {
+                print!("{inventory}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Clean {
+            mode,
+            disks,
+            all,
+            skip_read_only,
+            force,
+            parallel,
+            json,
+        } => {
+            let inventory = Inventory::collect_live();
+            let targets: Vec<CleanTarget> = if all {
+                inventory
+                    .storage
+                    .iter()
+                    .map(CleanTarget::from_inventory)
+                    .collect()
+            } else {
+                disks
+                    .iter()
+                    .map(|path| match path.to_str().and_then(|p| inventory.disk(p)) {
+                        Some(disk) => CleanTarget::from_inventory(disk),
+                        None => CleanTarget::from_path(path),
+                    })
+                    .collect()
+            };
+            if targets.is_empty() {
+                bail!("no disks to clean: the inventory found none");
+            }
+            let options = CleanOptions {
+                mode: mode.into(),
+                skip_read_only,
+                force,
+                parallel,
+            };
+            let progress = Progress::new("erasing");
+            let report = clean::clean(&targets, options, &|disk, done, total| {
+                progress.update(disk, done, total)
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for disk in &report.disks {
+                    println!(
+                        "{:<28} {:<10} {:<28} {:>7} ms  {}",
+                        disk.disk,
+                        format!("{:?}", disk.result).to_lowercase(),
+                        disk.method,
+                        disk.duration_ms,
+                        disk.error.as_deref().unwrap_or_else(|| disk
+                            .notes
+                            .last()
+                            .map(String::as_str)
+                            .unwrap_or_default()),
+                    );
+                }
+            }
+            Ok(if report.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn run_job() -> anyhow::Result<ExitCode> {
+    let sys = SysRoot::live();
+    let line = run::kernel_command_line(&sys);
+    let addresses = live_addresses();
+    println!("{}", run::ready_line(&Inventory::collect(&sys, &addresses)));
+    let result = run::execute(&line, &sys, &addresses);
+    console::print_result(&result).context("print the result")?;
+    nix::unistd::sync();
+    let after = job::after_action(&line).unwrap_or(After::PowerOff);
+    // Power actions only where they belong: the agent's ramdisk. Anywhere else (someone
+    // trying `run` on a workstation) the machine is left alone.
+    // The kernel's initramfs root is ramfs (or tmpfs); `nix` names only the latter.
+    let ramfs = nix::sys::statfs::FsType(0x8584_58f6);
+    let in_ramdisk = nix::sys::statfs::statfs("/").is_ok_and(|fs| {
+        let kind = fs.filesystem_type();
+        kind == ramfs || kind == nix::sys::statfs::TMPFS_MAGIC
+    });
+    if !in_ramdisk {
+        eprintln!("rivet-agent: not booted as the agent ramdisk; leaving the power alone");
+    } else {
+        let mode = match after {
+            After::PowerOff => Some(nix::sys::reboot::RebootMode::RB_POWER_OFF),
+            After::Reboot => Some(nix::sys::reboot::RebootMode::RB_AUTOBOOT),
+            After::Stay => None,
+        };
+        if let Some(mode) = mode {
+            println!(
+                "rivet-agent: {}",
+                if after == After::Reboot {
+                    "rebooting"
+                } else {
+                    "powering off"
+                }
+            );
+            let err = nix::sys::reboot::reboot(mode).err();
+            eprintln!("rivet-agent: could not {after:?}: {err:?}");
+        }
+    }
+    Ok(if result.succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn config_drive(
+    source: &std::path::Path,
+    output: Option<PathBuf>,
+    vfat_sector_size: Option<u32>,
+    disk: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let drive = ConfigDrive::load(source)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    if let Some(output) = output {
+        let bytes = match vfat_sector_size {
+            Some(sector) => drive.vfat(configdrive::PARTITION_BYTES, sector, now)?,
+            None => drive.iso9660(now),
+        };
+        std::fs::write(&output, bytes).with_context(|| format!("write {}", output.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(path) = disk {
+        let disk = Disk::open(&path, Access::ReadWrite)?;
+        let moved = configdrive::fix_gpt_backup(&disk)?;
+        let placement = configdrive::write_to_disk(&disk, &drive, now)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "disk": path,
+                "gptBackupMoved": moved,
+                "configDrive": placement,
+            }))?
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod block;
 mod daemon;
 pub mod fault_proxy;
 pub mod http;

@@ -69,7 +69,9 @@ pub(crate) fn client(options: &HttpOptions) -> Result<Client, SourceError> {
     }
     builder
         .build()
-        .map_err(|err| SourceError::Client(err.to_string()))
+        // The causes matter here: "builder error" alone does not say that, for example,
+        // the system has no CA certificates for the platform verifier to load.
+        .map_err(|err| SourceError::Client(describe(err)))
 }
 
 /// Describes a reqwest error without its URL (which may carry credentials).
