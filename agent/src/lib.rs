@@ -18,12 +18,16 @@
 //! - [`job`], [`run`], [`console`]: one-shot jobs from the kernel command line, results
 //!   between markers on the console, progress bars.
 //!
-//! Not yet: the long-running protocol with the engine, partition images and boot-loader
-//! installation, config drives fetched from a URL.
+//! - [`channel`]: the agent channel — the protocol between agent and engine, and the client
+//!   that keeps one TLS WebSocket open to the engine (pinned to the CA fingerprint from the
+//!   kernel command line) and hands its commands to a [`channel::JobHandler`].
+//!
+//! Not yet: partition images and boot-loader installation, config drives fetched from a URL.
 //!
 //! Everything that reads the machine goes through [`sysfs::SysRoot`], so it runs unchanged on
 //! captured trees in tests.
 
+pub mod channel;
 pub mod clean;
 pub mod cmdline;
 pub mod configdrive;

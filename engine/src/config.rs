@@ -14,7 +14,7 @@
 //! provisioning_limit = 20
 //!
 //! [drivers]
-//! kind = "simulated"   # the only kind until the real drivers are wired in
+//! kind = "simulated"   # or "real": Redfish/IPMI, rivet-pxe and the agent channel
 //! ```
 
 use std::net::SocketAddr;
@@ -23,6 +23,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drivers::agent_channel::ChannelSettings;
+use crate::drivers::bmc::BmcSettings;
+use crate::drivers::boot::BootSettings;
 use crate::lifecycle::{Backoff, Policy};
 use crate::runtime::EngineConfig;
 use crate::sim::SimConfig;
@@ -136,6 +139,9 @@ pub struct DriversConfig {
     /// Settings of the simulated lab (`kind = "simulated"`).
     #[serde(default)]
     pub simulated: SimConfig,
+    /// Settings of the real drivers (`kind = "real"`).
+    #[serde(default)]
+    pub real: RealDrivers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,8 +149,18 @@ pub struct DriversConfig {
 pub enum DriverKind {
     /// The in-process simulators, for tests, benchmarks and demos without hardware.
     Simulated,
-    /// Redfish/IPMI, the boot services and the agent channel (not wired in yet).
-    Hardware,
+    /// Redfish/IPMI BMCs, the rivet-pxe boot services and the agent channel.
+    #[serde(alias = "hardware")]
+    Real,
+}
+
+/// `[drivers.real]`: BMCs, boot services and the agent channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealDrivers {
+    pub bmc: BmcSettings,
+    pub boot: BootSettings,
+    pub agent: ChannelSettings,
 }
 
 impl ServeConfig {
@@ -181,6 +197,7 @@ impl ServeConfig {
             &mut self.api.token_file,
             &mut self.engine.key_file,
             &mut self.drivers.simulated.journal,
+            &mut self.drivers.real.boot.files_root,
         ]
         .into_iter()
         .flatten()
@@ -193,6 +210,13 @@ impl ServeConfig {
         if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "api.tls_cert and api.tls_key go together: give both or neither".into(),
+            ));
+        }
+        if self.drivers.kind == DriverKind::Real && self.drivers.real.boot.engine_url.is_empty() {
+            return Err(ConfigError::Invalid(
+                "drivers.real.boot.engine_url is required: the https:// URL agents reach this \
+                 engine's API at (its provisioning-network address and the API port)"
+                    .into(),
             ));
         }
         if self.engine.power_sync_batch == 0 || self.engine.power_sync_concurrency == 0 {
@@ -315,5 +339,46 @@ mod tests {
                 .to_string()
                 .contains("go together")
         );
+        let no_url = ServeConfig::parse("state_dir = \"s\"\n[drivers]\nkind = \"real\"\n").unwrap();
+        assert!(
+            no_url
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("engine_url")
+        );
+    }
+
+    #[test]
+    fn real_drivers_are_configured_in_their_tables() {
+        let text = r#"
+            state_dir = "/var/lib/rivet"
+            [drivers]
+            kind = "real"
+            [drivers.real.bmc]
+            ipmi_fallback = true
+            [drivers.real.boot]
+            engine_url = "https://10.0.0.1:8443"
+            server_ip = "10.0.0.1"
+            dhcp = "proxy"
+            files_root = "agent"
+            [drivers.real.agent]
+            reconnect_grace_secs = 30
+        "#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rivet.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        assert_eq!(config.drivers.kind, DriverKind::Real);
+        let real = &config.drivers.real;
+        assert!(real.bmc.ipmi_fallback);
+        assert_eq!(real.boot.dhcp, crate::drivers::boot::DhcpChoice::Proxy);
+        assert_eq!(real.boot.files_root, Some(dir.path().join("agent")));
+        assert_eq!(real.agent.reconnect_grace_secs, 30);
+        assert_eq!(real.agent.keepalive_secs, 15);
+        // The phase-1 spelling still reads.
+        let old =
+            ServeConfig::parse("state_dir = \"s\"\n[drivers]\nkind = \"hardware\"\n").unwrap();
+        assert_eq!(old.drivers.kind, DriverKind::Real);
     }
 }

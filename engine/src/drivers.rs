@@ -1,9 +1,13 @@
 //! The seams between the engine and the world: BMCs, boot services and agents.
 //!
-//! The runtime executes lifecycle steps through these three traits and nothing else. Today
-//! the only implementations are the simulators in [`crate::sim`]; the Redfish/IPMI drivers
-//! (`rivet-bmc`), the DHCP/TFTP/HTTP boot services (`rivet-pxe`) and the TLS agent channel
-//! plug in here without the lifecycle or the runtime changing.
+//! The runtime executes lifecycle steps through these three traits and nothing else. They
+//! are implemented by the simulators in [`crate::sim`] and by the real drivers here:
+//! [`bmc`] (Redfish/IPMI through `rivet-bmc`), [`boot`] (the `rivet-pxe` boot services) and
+//! [`agent_channel`] (one TLS WebSocket per agent on the API listener).
+
+pub mod agent_channel;
+pub mod bmc;
+pub mod boot;
 
 use std::fmt;
 use std::sync::Arc;

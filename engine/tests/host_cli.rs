@@ -183,7 +183,7 @@ fn mistakes_and_failures_exit_1_with_a_reason() {
 }
 
 #[test]
-fn serving_real_hardware_is_not_wired_in_yet_and_says_so() {
+fn serving_real_drivers_without_their_settings_is_refused_with_a_reason() {
     let dir = rivet_tests::scratch_dir("serve-hardware");
     let config = dir.path().join("rivet.toml");
     std::fs::write(
@@ -196,8 +196,8 @@ fn serving_real_hardware_is_not_wired_in_yet_and_says_so() {
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("drivers.real.boot.engine_url"));
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,

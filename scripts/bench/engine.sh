@@ -24,7 +24,8 @@ VENV=target/ironic-venv
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json
 
-cargo build --quiet --release -p rivet-engine --bin rivet --example engine_bench
+cargo build --quiet --release -p rivet-engine --bin rivet --example engine_bench \
+  --example agent_channel_bench
 RIVET=target/release/rivet
 BENCH=target/release/examples/engine_bench
 
@@ -163,4 +164,10 @@ machine="$(nproc)-core $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xar
 $(free -g | awk '/^Mem:/ {print $2}') GiB, $(. /etc/os-release && echo "$PRETTY_NAME"), \
 Rivet $(git rev-parse --short HEAD 2>/dev/null || echo unknown), Ironic 39.0.0 (SQLite), $(date -u +%Y-%m-%d)"
 "$BENCH" report "$OUT"/*.json --machine "$machine" > target/bench/engine.md
+
+# Agent channel: inspect round trips over one TLS WebSocket against HTTPS exchanges on the
+# same listener (a new connection each, and one kept-alive connection).
+echo "bench engine: agent channel"
+channel=$(target/release/examples/agent_channel_bench "${ENGINE_BENCH_CHANNEL_COMMANDS:-10000}")
+printf '\n## Agent channel round trips\n\n```json\n%s\n```\n' "$channel" >> target/bench/engine.md
 echo "bench engine: report in target/bench/engine.md"

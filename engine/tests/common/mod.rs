@@ -22,8 +22,12 @@ pub struct Daemon {
 impl Daemon {
     /// Writes a configuration with `extra` appended (TOML) and starts `rivet serve`.
     pub fn start(name: &str, extra: &str) -> Self {
+        Self::start_on(name, free_tcp_port(), extra)
+    }
+
+    /// [`Daemon::start`] with the API on `port` (for configurations that name it).
+    pub fn start_on(name: &str, port: u16, extra: &str) -> Self {
         let dir = scratch_dir(name);
-        let port = free_tcp_port();
         let config = format!(
             "state_dir = \"state\"\n\
              [api]\nlisten = \"127.0.0.1:{port}\"\n\

@@ -1,5 +1,5 @@
-//! `rivet serve --config <file>`: the daemon — engine, REST API and (with simulated drivers)
-//! the simulated lab.
+//! `rivet serve --config <file>`: the daemon — engine, REST API and either the simulated
+//! lab or the real drivers (BMCs, boot services, and the agent channel on the API listener).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,9 +9,11 @@ use clap::Args;
 use rivet_engine::Engine;
 use rivet_engine::api::{self, ApiToken, AppState, TlsMaterial};
 use rivet_engine::config::{DriverKind, ServeConfig};
+use rivet_engine::drivers::Drivers;
+use rivet_engine::drivers::agent_channel::AgentChannel;
+use rivet_engine::drivers::bmc::RealBmc;
+use rivet_engine::drivers::boot::RealBoot;
 use rivet_engine::sim::SimLab;
-
-use crate::exit::NotImplemented;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -30,24 +32,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let (drivers, lab) = match config.drivers.kind {
-        DriverKind::Simulated => {
-            let lab = SimLab::new(config.drivers.simulated.clone())?;
-            tracing::warn!(
-                "running with SIMULATED drivers: no real BMC, boot service or agent is used"
-            );
-            (lab.drivers(), Some(lab))
-        }
-        DriverKind::Hardware => {
-            return Err(
-                NotImplemented::new("rivet serve with drivers.kind = \"hardware\"", 7).into(),
-            );
-        }
-    };
-    let mut engine = Engine::open(config.engine_config(), drivers)
-        .await
-        .with_context(|| format!("opening the engine in {}", config.state_dir.display()))?;
-    let token = ApiToken::load_or_create(&config.token_path())?;
+    // The certificate comes first: agents booted by the real drivers pin its fingerprint.
     let tls = match (&config.api.tls_cert, &config.api.tls_key) {
         (Some(cert), Some(key)) => TlsMaterial::from_files(cert, key)?,
         _ => {
@@ -55,6 +40,34 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             TlsMaterial::issue(&config.tls_dir(), &names)?
         }
     };
+    let (drivers, lab, agent_routes, _boot) = match config.drivers.kind {
+        DriverKind::Simulated => {
+            let lab = SimLab::new(config.drivers.simulated.clone())?;
+            tracing::warn!(
+                "running with SIMULATED drivers: no real BMC, boot service or agent is used"
+            );
+            (lab.drivers(), Some(lab), None, None)
+        }
+        DriverKind::Real => {
+            let real = &config.drivers.real;
+            std::fs::create_dir_all(&config.state_dir)
+                .with_context(|| format!("creating {}", config.state_dir.display()))?;
+            let boot = RealBoot::start(&real.boot, &tls.fingerprint, &config.state_dir)
+                .await
+                .context("starting the boot services")?;
+            let channel = AgentChannel::new(real.agent.clone());
+            let drivers = Drivers {
+                bmc: Arc::new(RealBmc::new(real.bmc.connect_options())),
+                boot: boot.clone(),
+                agent: Arc::new(channel.clone()),
+            };
+            (drivers, None, Some(channel.router()), Some(boot))
+        }
+    };
+    let mut engine = Engine::open(config.engine_config(), drivers)
+        .await
+        .with_context(|| format!("opening the engine in {}", config.state_dir.display()))?;
+    let token = ApiToken::load_or_create(&config.token_path())?;
     let listener = api::bind(config.api.listen)
         .await
         .with_context(|| format!("listening on {}", config.api.listen))?;
@@ -62,7 +75,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         engine: engine.handle(),
         sim: lab.map(|lab: Arc<SimLab>| lab),
     };
-    let router = api::router(state, token);
+    let mut router = api::router(state, token);
+    if let Some(agent_routes) = agent_routes {
+        router = router.merge(agent_routes);
+    }
     let server = tokio::spawn(api::serve(listener, tls.server.clone(), router));
     tracing::info!(
         listen = %config.api.listen,
