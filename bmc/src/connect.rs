@@ -83,3 +83,24 @@ async fn connect_ipmi(
     };
     IpmiProvider::connect(target, credentials, options).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Callers spawn BMC work on multi-threaded runtimes; a connect future that is not
+    /// `Send` (an await inside a logging macro was one) would force them onto one thread.
+    #[test]
+    fn the_connect_future_is_send() {
+        let address = BmcAddress::parse("redfish+http://127.0.0.1:1/redfish/v1/Systems/1")
+            .expect("a valid address");
+        let future = connect(
+            &address,
+            Credentials::new("admin", "password"),
+            ConnectOptions::default(),
+        );
+        assert_send(&future);
+    }
+}

@@ -249,10 +249,13 @@ impl RedfishProvider {
             reset,
             sticky_boot: Mutex::new(None),
         };
+        // Awaited outside the macro: an await inside tracing's argument list holds a
+        // non-Send value across it, and the connect future must stay Send for spawned tasks.
+        let session = provider.client.uses_session().await;
         tracing::debug!(
             system = %provider.system_path,
             profile = provider.profile.name,
-            session = provider.client.uses_session().await,
+            session,
             "Redfish connected"
         );
         Ok(provider)

@@ -161,24 +161,13 @@ impl RealBmc {
     }
 }
 
-/// `rivet_bmc::connect`, from a future that must be `Send`.
-///
-/// `RedfishProvider::connect` awaits inside a `tracing::debug!` argument list, which makes
-/// its future `!Send` (bmc/src/redfish/mod.rs). Until that is hoisted out, the connection
-/// is made on a blocking-pool thread that drives the future with the runtime's handle:
-/// its sockets and tasks still belong to the engine's runtime. Connections are cached, so
-/// this costs one thread hop per host, not per call.
+/// `rivet_bmc::connect` with owned arguments, so the caller's future does not borrow them.
 async fn connect(
     address: BmcAddress,
     credentials: rivet_bmc::Credentials,
     options: ConnectOptions,
 ) -> Result<Bmc, BmcError> {
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        runtime.block_on(rivet_bmc::connect(&address, credentials, options))
-    })
-    .await
-    .map_err(|err| BmcError::Setup(format!("the BMC connection task failed: {err}")))?
+    rivet_bmc::connect(&address, credentials, options).await
 }
 
 /// What the lifecycle should make of a BMC failure.
