@@ -20,7 +20,9 @@
 //!
 //! - [`channel`]: the agent channel — the protocol between agent and engine, and the client
 //!   that keeps one TLS WebSocket open to the engine (pinned to the CA fingerprint from the
-//!   kernel command line) and hands its commands to a [`channel::JobHandler`].
+//!   kernel command line) and hands its commands to a [`channel::JobHandler`];
+//!   [`machine::Machine`] is the handler that does them on this machine, which is what
+//!   `rivet-agent run` uses when the command line carries `rivet.url=`.
 //!
 //! Not yet: partition images and boot-loader installation, config drives fetched from a URL.
 //!
@@ -38,6 +40,7 @@ pub mod hints;
 pub mod inventory;
 mod ioctl;
 pub mod job;
+pub mod machine;
 pub mod partition;
 pub mod run;
 pub mod sysfs;

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use rivet_agent::channel::{self, ChannelParams, Client, ClientConfig};
 use rivet_agent::clean::{self, CleanMode, CleanOptions, CleanTarget};
 use rivet_agent::configdrive::{self, ConfigDrive};
 use rivet_agent::console::{self, Progress};
@@ -13,6 +15,7 @@ use rivet_agent::disk::{Access, Disk};
 use rivet_agent::hints::HintSet;
 use rivet_agent::inventory::{Inventory, live_addresses};
 use rivet_agent::job::{self, After};
+use rivet_agent::machine::Machine;
 use rivet_agent::run;
 use rivet_agent::sysfs::SysRoot;
 
@@ -120,8 +123,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The ramdisk's main program: run the job the kernel command line names (`rivet.job=…`),
-    /// print the result between markers, then power off or reboot as `rivet.after=` says.
+    /// The ramdisk's main program: with `rivet.url=` on the kernel command line, take the
+    /// engine's commands over the agent channel until it releases this agent; otherwise run
+    /// the job the command line names (`rivet.job=…`) and print the result between markers.
+    /// Then power off or reboot as `rivet.after=` says.
     Run,
 }
 
@@ -374,13 +379,63 @@ fn run_job() -> anyhow::Result<ExitCode> {
     let sys = SysRoot::live();
     let line = run::kernel_command_line(&sys);
     let addresses = live_addresses();
-    println!("{}", run::ready_line(&Inventory::collect(&sys, &addresses)));
-    let result = run::execute(&line, &sys, &addresses);
-    console::print_result(&result).context("print the result")?;
+    let inventory = Inventory::collect(&sys, &addresses);
+    println!("{}", run::ready_line(&inventory));
+    let succeeded = if line.has(channel::params::PARAM_URL) {
+        serve_engine(&line, &inventory)
+    } else {
+        let result = run::execute(&line, &sys, &addresses);
+        console::print_result(&result).context("print the result")?;
+        result.succeeded
+    };
     nix::unistd::sync();
-    let after = job::after_action(&line).unwrap_or(After::PowerOff);
-    // Power actions only where they belong: the agent's ramdisk. Anywhere else (someone
-    // trying `run` on a workstation) the machine is left alone.
+    after_job(job::after_action(&line).unwrap_or(After::PowerOff));
+    Ok(if succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Takes the engine's commands over the agent channel until the engine releases this agent.
+/// After a deploy the engine itself switches the machine to its disk and power-cycles it, so
+/// the agent only returns on `release` (delete, detach) — or when it cannot start at all.
+fn serve_engine(line: &rivet_agent::cmdline::KernelCommandLine, inventory: &Inventory) -> bool {
+    let params = match ChannelParams::from_lookup(|name| line.get(name)) {
+        Ok(params) => params,
+        Err(err) => {
+            eprintln!("rivet-agent: cannot reach the engine: {err}");
+            return false;
+        }
+    };
+    let macs = Machine::macs(inventory);
+    println!(
+        "rivet-agent: connecting to the engine at {} as [{}]",
+        params.url,
+        macs.join(", ")
+    );
+    let client = match Client::new(ClientConfig::new(params, macs)) {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("rivet-agent: cannot set up TLS to the engine: {err}");
+            return false;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("rivet-agent: cannot start the runtime: {err}");
+            return false;
+        }
+    };
+    runtime.block_on(client.run(Arc::new(Machine::live())));
+    println!("rivet-agent: released by the engine");
+    true
+}
+
+/// Powers off or reboots as `rivet.after=` says — only where that belongs: the agent's
+/// ramdisk. Anywhere else (someone trying `run` on a workstation) the machine is left alone.
+fn after_job(after: After) {
     // The kernel's initramfs root is ramfs (or tmpfs); `nix` names only the latter.
     let ramfs = nix::sys::statfs::FsType(0x8584_58f6);
     let in_ramdisk = nix::sys::statfs::statfs("/").is_ok_and(|fs| {
@@ -408,11 +463,6 @@ fn run_job() -> anyhow::Result<ExitCode> {
             eprintln!("rivet-agent: could not {after:?}: {err:?}");
         }
     }
-    Ok(if result.succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 fn config_drive(
