@@ -74,8 +74,9 @@ pub(crate) struct UpArgs {
     /// scripts/agent-image.sh when missing and the script is at hand.
     #[arg(long, value_name = "DIR", default_value = "target/agent-image")]
     image_dir: PathBuf,
-    /// Each VM's disk size in GiB.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=64))]
+    /// Each VM's disk size in GiB (sparse qcow2; the agent, like IPA, picks a root disk of
+    /// at least 4 GiB when no root-device hints are given).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=64))]
     disk_gib: u8,
     /// Each VM's memory in MiB (the agent runs from RAM).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=16384))]

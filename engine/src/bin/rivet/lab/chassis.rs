@@ -57,15 +57,10 @@ impl Machine {
             .append(true)
             .open(dir.join("qemu.log"))?;
         let status = Command::new(&self.qemu)
-            .args([
-                "-name",
-                &self.name,
-                "-accel",
-                "tcg",
-                "-M",
-                "pc",
-                "-nodefaults",
-            ])
+            .args(["-name", &self.name])
+            .args(["-accel", "tcg", "-M", "pc", "-nodefaults"])
+            // Entropy for the agent's TLS: without it getrandom blocks early in boot.
+            .args(["-device", "virtio-rng-pci"])
             .args(["-display", "none", "-smp", "1", "-m"])
             .arg(self.memory_mib.to_string())
             .arg("-daemonize")

@@ -21,6 +21,9 @@ const BOOT_HTTP_PORT: u16 = 8080;
 /// ipmi_sim of host `i` (from 1) listens on the engine's address, port BASE + i.
 const IPMI_PORT_BASE: u16 = 6230;
 const BMC_USER: &str = "admin";
+/// The agent does not act on the ACPI power button, so a soft power-off only ever ends
+/// in the hard one; three minutes of waiting (the default) is wasted in a lab.
+const SOFT_OFF_SECS: u64 = 10;
 const STARTUP: Duration = Duration::from_secs(60);
 
 /// Tools found up front, so a missing one is named before anything is made.
@@ -316,7 +319,7 @@ fn serve_config(lab: &LabState, files: &Path) -> String {
     format!(
         "state_dir = {state}\n\
          [api]\nlisten = \"{ip}:{API_PORT}\"\n\
-         [engine]\npower_poll_interval_ms = 500\n\
+         [engine]\npower_poll_interval_ms = 500\nsoft_power_off_timeout_secs = {SOFT_OFF_SECS}\n\
          [drivers]\nkind = \"real\"\n\
          [drivers.real.boot]\n\
          engine_url = {url}\n\
