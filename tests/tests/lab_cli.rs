@@ -63,9 +63,14 @@ impl Lab {
     }
 
     fn up(&self) -> Output {
+        self.up_command().output().unwrap()
+    }
+
+    fn up_command(&self) -> Command {
         let state = self.state_dir();
         let images = self.dir.path().join("agent");
-        rivet(&[
+        let mut command = Command::new(cargo_bin("rivet"));
+        command.args([
             "lab",
             "up",
             "--name",
@@ -74,7 +79,8 @@ impl Lab {
             state.to_str().unwrap(),
             "--image-dir",
             images.to_str().unwrap(),
-        ])
+        ]);
+        command
     }
 
     fn status(&self) -> Value {
@@ -229,4 +235,43 @@ fn netns_lab_up_refuses_bad_requests_before_making_anything() {
     assert!(!Path::new("/run/netns").join(lab.netns()).exists());
     let status = rivet(&["lab", "status", "--name", &lab.name]);
     assert_eq!(status.status.code(), Some(1), "no lab was recorded");
+}
+
+#[test]
+fn netns_a_lab_that_fails_half_way_is_rolled_back() {
+    // Fault injection no peer gives on demand: a BMC emulator that dies at start. An
+    // `ipmi_sim` earlier on PATH exits at once, after the namespace, tap and disk exist.
+    let lab = Lab::new("rb");
+    let bin = lab.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("ipmi_sim");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'ipmi_sim: cannot start (injected)'\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = lab.up_command().env("PATH", path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot start (injected)"),
+        "the BMC's log is shown: {stderr}"
+    );
+    assert!(
+        stderr.contains("everything it had made was removed"),
+        "{stderr}"
+    );
+    assert!(!Path::new("/run/netns").join(lab.netns()).exists());
+    assert!(!lab.state_dir().exists());
+    let status = rivet(&["lab", "status", "--name", &lab.name]);
+    assert_eq!(status.status.code(), Some(1), "the lab is not recorded");
+    // The name is free again.
+    let out = lab.up();
+    assert!(out.status.success(), "{}", text(&out));
 }
