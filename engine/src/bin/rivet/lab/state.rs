@@ -274,6 +274,11 @@ impl LabState {
         }
         let _ = writeln!(
             out,
+            "  BMC user admin, password in {}",
+            self.dir.join("bmc-password").display()
+        );
+        let _ = writeln!(
+            out,
             "  clients: ip netns exec {} rivet host --url {} --state-dir {} …",
             self.netns,
             self.api_url,
