@@ -136,16 +136,26 @@ fn status(name: Option<&str>, json: bool) -> anyhow::Result<()> {
         }
         None => LabState::load_all()?,
     };
+    let mut out = String::new();
     if json {
         let reports: Vec<_> = labs.iter().map(LabState::report).collect();
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-        return Ok(());
+        out = serde_json::to_string_pretty(&reports)? + "\n";
+    } else if labs.is_empty() {
+        out.push_str("no lab is up\n");
     }
-    if labs.is_empty() {
-        println!("no lab is up");
+    if !json {
+        out.extend(labs.iter().map(LabState::describe));
     }
-    for lab in &labs {
-        print!("{}", lab.describe());
+    print_all(&out)
+}
+
+/// Prints to standard output; a reader that went away (`| head`) is not an error.
+fn print_all(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(err).context("writing to standard output")
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }

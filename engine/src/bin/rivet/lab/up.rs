@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::UpArgs;
 use super::chassis::Machine;
 use super::network::{self, in_netns};
 use super::process::{self, Process, find_tool, run_checked, spawn_detached};
 use super::state::{self, LabHost, LabState};
-use super::{BmcKind, UpArgs};
 
 /// The bridge's /24 inside the namespace; every lab has its own namespace, so they share it.
 const SUBNET: [u8; 3] = [10, 77, 0];
@@ -243,7 +243,6 @@ fn make_host(
          mc_enable 0x20\n",
     )?;
     std::fs::create_dir_all(dir.join("ipmi-state"))?;
-    debug_assert!(lab.bmc_kind == BmcKind::Ipmi);
     Ok(LabHost {
         name,
         mac,
