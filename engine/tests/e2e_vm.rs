@@ -184,6 +184,17 @@ fn guest(ns: &Netns, dir: &Path, disk: &Path, n: usize, boot_device: &str) -> Gu
         .arg(format!("name=etc/sercon-port,file={}", port.display()))
 }
 
+/// The first 440 bytes: the MBR's boot code.
+fn boot_code(path: &Path) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut code = vec![0; 440];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact(&mut code)
+        .unwrap();
+    code
+}
+
 /// The `meta_data.json` of the config drive the agent added as partition 3.
 fn config_drive_meta_data(disk: &Path, scratch: &Path) -> serde_json::Value {
     let info = disks::run("sgdisk", &["-i", "3", disk.to_str().unwrap()]).stdout;
@@ -334,6 +345,7 @@ fn vm_netns_a_pxe_booted_agent_takes_a_host_from_enroll_to_delete() {
     );
 
     // Provision: the agent writes the image, the engine boots the host from its disk.
+    phase_start = Instant::now();
     let image_url = format!("http://{SERVER}:8080/files/os.qcow2");
     lab.host(&[
         "provision",
@@ -367,22 +379,26 @@ fn vm_netns_a_pxe_booted_agent_takes_a_host_from_enroll_to_delete() {
     assert_eq!(sim.power(), "1");
     phase("provisioned → image's boot sector ran", &mut phase_start);
     disks::assert_deployed(&raw_image, &disk);
-    let first = std::fs::read(&disk).unwrap();
     assert_eq!(
-        first[..440],
-        std::fs::read(&raw_image).unwrap()[..440],
+        boot_code(&disk),
+        boot_code(&raw_image),
         "the image's boot code"
     );
     let meta_data = config_drive_meta_data(&disk, lab.dir.path());
     assert_eq!(meta_data["name"], HOST, "{meta_data}");
 
     // Deprovision: the agent boots again and cleans the disk's metadata.
+    phase_start = Instant::now();
     lab.host(&["deprovision", HOST]);
     lab.wait_settled(S::Available);
     phase("deprovision (agent boot, metadata clean)", &mut phase_start);
     disks::assert_unbootable(&disk);
+    // The engine's own account of every step, for the phase breakdown.
+    let timeline = lab.host(&["timeline", HOST]).stdout;
+    eprintln!("{}", String::from_utf8_lossy(&timeline));
 
     // Delete: powered off, the agent released, the host gone.
+    phase_start = Instant::now();
     lab.host(&["delete", HOST]);
     wait_until("the host to be deleted", PHASE_TIMEOUT, || {
         lab.view().is_none()
