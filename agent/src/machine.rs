@@ -157,7 +157,12 @@ impl Machine {
     }
 }
 
-fn clean_targets(inventory: &Inventory, disks: &[String]) -> Result<Vec<CleanTarget>, JobError> {
+/// The disks named (`/dev/…`, kernel or by-path names) as cleaning targets; every disk the
+/// inventory has when none are named.
+pub(crate) fn clean_targets(
+    inventory: &Inventory,
+    disks: &[String],
+) -> Result<Vec<CleanTarget>, JobError> {
     if disks.is_empty() {
         return Ok(inventory
             .storage

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::clean::{self, CleanOptions, CleanTarget};
+use crate::clean::{self, CleanOptions};
 use crate::cmdline::KernelCommandLine;
 use crate::configdrive::ConfigDrive;
 use crate::console::{self, Progress};
@@ -11,6 +11,7 @@ use crate::deploy::{self, ChosenDisk, DeployError, DeployRequest};
 use crate::hints::{HintSet, select_root_disk};
 use crate::inventory::{InterfaceAddress, Inventory};
 use crate::job::{self, DeployJob, DiskSelection, Job, JobSpec};
+use crate::machine;
 use crate::sysfs::SysRoot;
 
 /// Extra parameters the ramdisk's `/init` found on the boot medium.
@@ -125,27 +126,11 @@ fn run_job(spec: &JobSpec, inventory: &Inventory) -> Result<JobResult, String> {
             })
         }
         Job::Clean { options, disks } => {
-            let targets = match disks {
-                DiskSelection::All => inventory
-                    .storage
-                    .iter()
-                    .map(CleanTarget::from_inventory)
-                    .collect(),
-                DiskSelection::Named(names) => names
-                    .iter()
-                    .map(|name| {
-                        inventory
-                            .disk(name)
-                            .map(CleanTarget::from_inventory)
-                            .ok_or_else(|| {
-                                format!(
-                                    "no disk named {name}; the inventory has {}",
-                                    disk_names(inventory)
-                                )
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
+            let named: &[String] = match disks {
+                DiskSelection::All => &[],
+                DiskSelection::Named(names) => names,
             };
+            let targets = machine::clean_targets(inventory, named).map_err(|err| err.message)?;
             let progress = Progress::new("erasing");
             let report = clean::clean(&targets, *options, &|disk, done, total| {
                 progress.update(disk, done, total)
@@ -211,13 +196,4 @@ fn deploy_job(job: &DeployJob, hints: &HintSet, inventory: &Inventory) -> JobRes
             }),
         },
     }
-}
-
-fn disk_names(inventory: &Inventory) -> String {
-    inventory
-        .storage
-        .iter()
-        .map(|d| d.kernel_name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -3,7 +3,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::net::free_udp_port;
+use crate::net::{Netns, free_udp_port};
 use crate::process::{ChildGuard, wait_until};
 use crate::tools::require_tool;
 
@@ -56,6 +56,16 @@ pub struct IpmiSim {
 
 impl IpmiSim {
     pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// [`IpmiSim::start`] inside `netns`, on the namespace's 127.0.0.1: for a daemon under
+    /// test that runs there too.
+    pub fn start_in(netns: &Netns) -> Self {
+        Self::launch(Some(netns))
+    }
+
+    fn launch(netns: Option<&Netns>) -> Self {
         let ipmi_sim = require_tool("ipmi_sim");
         require_tool("ipmitool");
         let dir = crate::scratch_dir("ipmi-sim");
@@ -99,9 +109,13 @@ set_working_mc 0x20
         )
         .unwrap();
         let log = std::fs::File::create(root.join("ipmi_sim.log")).unwrap();
+        let mut command = match netns {
+            Some(netns) => netns.command(ipmi_sim),
+            None => Command::new(ipmi_sim),
+        };
         let mut process = ChildGuard::spawn(
             "ipmi_sim",
-            Command::new(ipmi_sim)
+            command
                 .arg("-c")
                 .arg(root.join("lan.conf"))
                 .arg("-f")
@@ -113,9 +127,18 @@ set_working_mc 0x20
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),
         );
-        wait_for_daemon("ipmi_sim", &mut process, &root.join("ipmi_sim.log"), || {
-            udp_port_taken(port)
-        });
+        // `ip netns exec` execs ipmi_sim in place, so the child's /proc/<pid>/net is the
+        // namespace's view.
+        let pid = process.id();
+        wait_for_daemon(
+            "ipmi_sim",
+            &mut process,
+            &root.join("ipmi_sim.log"),
+            || match netns {
+                Some(_) => udp_port_taken_in(&format!("/proc/{pid}/net"), port),
+                None => udp_port_taken(port),
+            },
+        );
         Self {
             dir,
             port,
@@ -162,6 +185,11 @@ set_working_mc 0x20
         ipmitool(self.port, "3", args)
     }
 
+    /// The directory holding the chassis_control state (`power`, `boot`).
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name))
             .unwrap()
@@ -186,9 +214,14 @@ pub fn ipmitool(port: u16, suite: &str, args: &[&str]) -> Output {
 /// Whether some socket is bound to UDP `port`, read from `/proc/net/udp{,6}` so that probing
 /// never holds the port itself (a probe by binding could steal it from a starting daemon).
 pub fn udp_port_taken(port: u16) -> bool {
+    udp_port_taken_in("/proc/net", port)
+}
+
+/// [`udp_port_taken`] in the network namespace whose `/proc/…/net` is `proc_net`.
+fn udp_port_taken_in(proc_net: &str, port: u16) -> bool {
     let wanted = format!(":{port:04X}");
-    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|table| {
-        std::fs::read_to_string(table)
+    ["udp", "udp6"].iter().any(|table| {
+        std::fs::read_to_string(format!("{proc_net}/{table}"))
             .unwrap_or_default()
             .lines()
             .skip(1)

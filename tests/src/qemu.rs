@@ -215,6 +215,16 @@ impl Guest {
         }
     }
 
+    /// The file the serial console is written to.
+    pub fn serial_log(&self) -> &Path {
+        &self.serial_log
+    }
+
+    /// Whether QEMU has exited.
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().is_some()
+    }
+
     /// Waits for QEMU to exit (the guest powered off; `-no-reboot` turns reboots into exits).
     pub fn wait_for_exit(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -230,7 +240,7 @@ impl Guest {
     }
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -306,6 +316,22 @@ impl Cpio {
         self.entry("TRAILER!!!", 0, &[]);
         self.out
     }
+}
+
+/// A boot sector that prints a marker on COM1 and halts:
+/// `cli; xor ax,ax; mov ds,ax; mov si,msg; mov dx,0x3f8; .l: lodsb; test al,al; jz .h;
+/// out dx,al; jmp .l; .h: hlt; jmp .h; msg: db …, 0`.
+pub fn marker_boot_sector(marker: &str) -> Vec<u8> {
+    let mut sector = vec![
+        0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x16, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74,
+        0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
+    ];
+    assert_eq!(sector.len(), 0x16, "the message starts at 0x7c16");
+    sector.extend_from_slice(marker.as_bytes());
+    sector.extend_from_slice(b"\r\n\0");
+    sector.resize(510, 0);
+    sector.extend_from_slice(&[0x55, 0xAA]);
+    sector
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ mod pxe_common;
 use std::time::Duration;
 
 use pxe_common::{BOOT_TIMEOUT, BootLab, MARKER, bios_console_on_serial};
-use rivet_tests::qemu::{Firmware, Guest, GuestBuilder};
+use rivet_tests::qemu::{Firmware, Guest, GuestBuilder, marker_boot_sector};
 
 const MAC: &str = "52:54:00:12:34:02";
 
@@ -175,22 +175,6 @@ fn vm_uefi_http_boot_gets_ipxe_over_http_from_the_authoritative_server() {
     );
     assert_agent_booted(&serial);
     server.assert_running();
-}
-
-/// A boot sector that prints a marker on COM1 and halts:
-/// `cli; xor ax,ax; mov ds,ax; mov si,msg; mov dx,0x3f8; .l: lodsb; test al,al; jz .h;
-/// out dx,al; jmp .l; .h: hlt; jmp .h; msg: db …, 0`.
-fn marker_boot_sector(marker: &str) -> Vec<u8> {
-    let mut sector = vec![
-        0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x16, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74,
-        0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
-    ];
-    assert_eq!(sector.len(), 0x16, "the message starts at 0x7c16");
-    sector.extend_from_slice(marker.as_bytes());
-    sector.extend_from_slice(b"\r\n\0");
-    sector.resize(510, 0);
-    sector.extend_from_slice(&[0x55, 0xAA]);
-    sector
 }
 
 #[test]
