@@ -10,3 +10,6 @@ banner() { printf '\n\033[1;36m######## %s\033[0m\n' "$*"; }
 
 banner "Streaming a qcow2 image over HTTP to disk, verified inline (rivet image)"
 scripts/demo/images.sh
+
+banner "A lab VM behind ipmi_sim: inspected by the agent, provisioned, booted from its disk (rivet lab)"
+scripts/demo/lab.sh

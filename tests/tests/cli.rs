@@ -57,18 +57,6 @@ fn an_unknown_log_format_is_a_usage_error() {
 }
 
 #[test]
-fn a_command_that_is_not_built_yet_says_so_and_exits_3() {
-    // `lab` is the last command group not built; when it is, the test goes.
-    let out = rivet(&["lab", "anything"]);
-    assert_eq!(out.status.code(), Some(3), "rivet lab");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("not implemented yet"),
-        "rivet lab: {stderr}"
-    );
-}
-
-#[test]
 fn json_logs_are_one_object_per_line() {
     // `completions` logs nothing at the default level; -vv with RUST_LOG unset must still
     // leave stdout clean (logs go to stderr).

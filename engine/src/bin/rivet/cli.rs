@@ -1,6 +1,6 @@
 //! The command-line grammar.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::logging::{LogFormat, Verbosity};
 
@@ -47,19 +47,12 @@ pub(crate) enum Command {
     /// Manage hosts through a running daemon.
     Host(Box<crate::host::HostArgs>),
     /// Create or remove a lab of emulated hosts on this machine.
-    Lab(Pending),
+    Lab(crate::lab::LabArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-}
-
-/// Arguments of a command that is not built yet; accepted so the command can say so.
-#[derive(Debug, Args)]
-pub(crate) struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    _args: Vec<String>,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod cli;
 mod exit;
 mod host;
 mod image;
+mod lab;
 mod logging;
 mod serve;
 
@@ -15,7 +16,6 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
-use crate::exit::NotImplemented;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,7 +33,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Boot(args) => boot::run(args),
         Command::Serve(args) => serve::run(&args),
         Command::Host(args) => host::run(*args),
-        Command::Lab(_) => Err(NotImplemented::new("rivet lab", 7).into()),
+        Command::Lab(args) => lab::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rivet", &mut std::io::stdout());
             Ok(())

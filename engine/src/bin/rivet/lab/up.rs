@@ -1,0 +1,436 @@
+//! `rivet lab up`: every piece is recorded in the state file as soon as it exists, and a
+//! failure takes down whatever was made before it.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::UpArgs;
+use super::chassis::Machine;
+use super::network::{self, in_netns};
+use super::process::{self, Process, find_tool, run_checked, spawn_detached};
+use super::state::{self, LabHost, LabState};
+
+/// The bridge's /24 inside the namespace; every lab has its own namespace, so they share it.
+const SUBNET: [u8; 3] = [10, 77, 0];
+const API_PORT: u16 = 8443;
+const BOOT_HTTP_PORT: u16 = 8080;
+/// ipmi_sim of host `i` (from 1) listens on the engine's address, port BASE + i.
+const IPMI_PORT_BASE: u16 = 6230;
+const BMC_USER: &str = "admin";
+/// The agent does not act on the ACPI power button, so a soft power-off only ever ends
+/// in the hard one; three minutes of waiting (the default) is wasted in a lab.
+const SOFT_OFF_SECS: u64 = 10;
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// Tools found up front, so a missing one is named before anything is made.
+struct Tools {
+    qemu: PathBuf,
+    qemu_img: PathBuf,
+    ipmi_sim: PathBuf,
+    rivet: PathBuf,
+}
+
+pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    state::validate_name(&args.name)?;
+    process::require_root("rivet lab up")?;
+    state::ensure_free(&args.name)?;
+    find_tool("ip")?;
+    let tools = Tools {
+        qemu: find_tool("qemu-system-x86_64")?,
+        qemu_img: find_tool("qemu-img")?,
+        ipmi_sim: find_tool("ipmi_sim")?,
+        rivet: std::env::current_exe().context("locating this rivet binary")?,
+    };
+    let dir = match &args.state_dir {
+        Some(dir) => std::path::absolute(dir)?,
+        None => PathBuf::from("/var/tmp/rivet-lab").join(&args.name),
+    };
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    if std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        bail!(
+            "{} exists and is not empty; the lab removes its directory on `down`, so give \
+             it a new or empty one",
+            dir.display()
+        );
+    }
+    let agent = agent_files(&args.image_dir)?;
+    let server_ip = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 1);
+    let lab = LabState {
+        name: args.name.clone(),
+        netns: state::netns_name(&args.name),
+        dir,
+        bmc_kind: args.bmc,
+        server_ip,
+        netns_created: false,
+        engine: None,
+        api_url: format!("https://{server_ip}:{API_PORT}"),
+        hosts: Vec::new(),
+    }
+    .claim()?;
+    let mut lab = lab;
+    match build(&mut lab, args, &tools, &agent) {
+        Ok(()) => {
+            print!("{}", lab.describe());
+            println!(
+                "lab {} is up in {:.1} s; `rivet lab down --name {}` removes it",
+                lab.name,
+                started.elapsed().as_secs_f64(),
+                lab.name
+            );
+            Ok(())
+        }
+        Err(err) => {
+            let rollback = lab.tear_down(false);
+            let err = err.context(format!("lab {} could not be built", lab.name));
+            match rollback {
+                Ok(()) => Err(err.context("everything it had made was removed")),
+                Err(left) => Err(err.context(format!("and rolling back failed: {left:#}"))),
+            }
+        }
+    }
+}
+
+/// The agent's kernel and initramfs, built with scripts/agent-image.sh if missing.
+fn agent_files(image_dir: &Path) -> anyhow::Result<[PathBuf; 2]> {
+    let files = [image_dir.join("vmlinuz"), image_dir.join("initramfs.img")];
+    if files.iter().all(|file| file.is_file()) {
+        return Ok(files);
+    }
+    let script = Path::new("scripts/agent-image.sh");
+    if !script.is_file() {
+        bail!(
+            "no agent image in {} (vmlinuz, initramfs.img): build it with \
+             `scripts/agent-image.sh --no-iso` in a Rivet checkout, or pass --image-dir",
+            image_dir.display()
+        );
+    }
+    eprintln!(
+        "building the agent image into {} (scripts/agent-image.sh --no-iso --fast)…",
+        image_dir.display()
+    );
+    let status = Command::new("bash")
+        .arg(script)
+        .args(["--no-iso", "--fast", "--out"])
+        .arg(image_dir)
+        .status()
+        .context("running scripts/agent-image.sh")?;
+    if !status.success() {
+        bail!("scripts/agent-image.sh failed ({status})");
+    }
+    Ok(files)
+}
+
+fn build(
+    lab: &mut LabState,
+    args: &UpArgs,
+    tools: &Tools,
+    agent: &[PathBuf; 2],
+) -> anyhow::Result<()> {
+    let files = lab.dir.join("files");
+    std::fs::create_dir_all(files.join("agent"))
+        .with_context(|| format!("creating {}", files.display()))?;
+    std::fs::create_dir_all(lab.engine_dir())?;
+    for (source, name) in agent.iter().zip(["vmlinuz", "initramfs.img"]) {
+        std::fs::copy(source, files.join("agent").join(name))
+            .with_context(|| format!("copying {}", source.display()))?;
+    }
+    let password = random_password()?;
+    let password_file = lab.dir.join("bmc-password");
+    write_private(&password_file, &password)?;
+
+    network::create_netns(&lab.netns, &format!("{}/24", lab.server_ip))?;
+    lab.netns_created = true;
+    lab.save()?;
+
+    for index in 1..=u16::from(args.hosts) {
+        let host = make_host(lab, args, tools, index, &password)?;
+        lab.hosts.push(host);
+        lab.save()?;
+        let host = lab.hosts.last().context("the host just added")?;
+        let bmc = start_bmc(lab, tools, host, index)?;
+        if let Some(host) = lab.hosts.last_mut() {
+            host.bmc = Some(bmc);
+        }
+        lab.save()?;
+    }
+
+    let config = lab.dir.join("rivet.toml");
+    std::fs::write(&config, serve_config(lab, &files))?;
+    let log = lab.dir.join("engine.log");
+    let engine = spawn_detached(
+        in_netns(&lab.netns, &tools.rivet)
+            .args(["serve", "--config"])
+            .arg(&config),
+        &log,
+    )?;
+    lab.engine = Some(engine.clone());
+    lab.save()?;
+    wait_for("the engine to serve its API", STARTUP, || {
+        if !engine.is_running() {
+            bail!("the engine exited:\n{}", tail(&log));
+        }
+        Ok(std::fs::read_to_string(&log)?.contains("serving the API"))
+    })?;
+    std::fs::write(
+        lab.dir.join("env"),
+        format!(
+            "RIVET_URL={}\nRIVET_STATE_DIR={}\n",
+            lab.api_url,
+            lab.engine_dir().display()
+        ),
+    )?;
+
+    for host in &lab.hosts {
+        enroll(lab, tools, host, &password_file)?;
+    }
+    for host in &lab.hosts {
+        wait_for(
+            &format!("{} to become available", host.name),
+            STARTUP,
+            || Ok(host_state(lab, tools, &host.name)? == "available"),
+        )?;
+    }
+    Ok(())
+}
+
+fn make_host(
+    lab: &LabState,
+    args: &UpArgs,
+    tools: &Tools,
+    index: u16,
+    password: &str,
+) -> anyhow::Result<LabHost> {
+    let name = format!("node-{index}");
+    let dir = lab.dir.join("hosts").join(&name);
+    std::fs::create_dir_all(&dir)?;
+    let tap = format!("tap{index}");
+    network::add_tap(&lab.netns, &tap)?;
+    let disk = dir.join("disk.qcow2");
+    run_checked(
+        Command::new(&tools.qemu_img)
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg(format!("{}G", args.disk_gib)),
+    )?;
+    let [high, low] = index.to_be_bytes();
+    let mac = format!("52:54:00:77:{high:02x}:{low:02x}");
+    Machine {
+        name: name.clone(),
+        qemu: tools.qemu.clone(),
+        memory_mib: args.memory_mib,
+        disk,
+        tap: tap.clone(),
+        mac: mac.clone(),
+    }
+    .install(&dir)?;
+    let port = IPMI_PORT_BASE + index;
+    write_private(
+        &dir.join("lan.conf"),
+        &ipmi_config(lab.server_ip, port, &tools.rivet, &dir, password),
+    )?;
+    // Manufacturer 0x1291 and product 0x0f02, as OpenIPMI's examples use.
+    std::fs::write(
+        dir.join("bmc.emu"),
+        "mc_setbmc 0x20\n\
+         mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
+         mc_enable 0x20\n",
+    )?;
+    std::fs::create_dir_all(dir.join("ipmi-state"))?;
+    Ok(LabHost {
+        name,
+        mac,
+        bmc_address: format!("ipmi://{}:{port}", lab.server_ip),
+        dir,
+        tap,
+        bmc: None,
+    })
+}
+
+fn ipmi_config(address: Ipv4Addr, port: u16, rivet: &Path, dir: &Path, password: &str) -> String {
+    format!(
+        r#"name "rivet-lab"
+set_working_mc 0x20
+  startlan 1
+    addr {address} {port}
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+    lan_config_program "/bin/true"
+  endlan
+  chassis_control "{rivet} lab chassis-control {dir}"
+  user 2 true "{BMC_USER}" "{password}" admin 10 none md2 md5 straight
+"#,
+        rivet = rivet.display(),
+        dir = dir.display(),
+    )
+}
+
+fn start_bmc(lab: &LabState, tools: &Tools, host: &LabHost, index: u16) -> anyhow::Result<Process> {
+    let dir = &host.dir;
+    let log = dir.join("ipmi_sim.log");
+    let bmc = spawn_detached(
+        in_netns(&lab.netns, &tools.ipmi_sim)
+            .arg("-c")
+            .arg(dir.join("lan.conf"))
+            .arg("-f")
+            .arg(dir.join("bmc.emu"))
+            .arg("-s")
+            .arg(dir.join("ipmi-state"))
+            .arg("-n"),
+        &log,
+    )?;
+    let port = IPMI_PORT_BASE + index;
+    wait_for(&format!("ipmi_sim of {}", host.name), STARTUP, || {
+        if !bmc.is_running() {
+            bail!("ipmi_sim exited:\n{}", tail(&log));
+        }
+        Ok(udp_bound(bmc.pid, port))
+    })?;
+    Ok(bmc)
+}
+
+/// Whether process `pid` can see a UDP socket bound to `port` (read through its own
+/// `/proc/<pid>/net`, which is its namespace's table).
+fn udp_bound(pid: i32, port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    std::fs::read_to_string(format!("/proc/{pid}/net/udp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .any(|local| local.ends_with(&wanted))
+}
+
+fn serve_config(lab: &LabState, files: &Path) -> String {
+    let quote = |value: &str| toml::Value::from(value).to_string();
+    let ip = lab.server_ip;
+    let [a, b, c, _] = ip.octets();
+    format!(
+        "state_dir = {state}\n\
+         [api]\nlisten = \"{ip}:{API_PORT}\"\n\
+         [engine]\npower_poll_interval_ms = 500\nsoft_power_off_timeout_secs = {SOFT_OFF_SECS}\n\
+         [drivers]\nkind = \"real\"\n\
+         [drivers.real.boot]\n\
+         engine_url = {url}\n\
+         http_listen = \"{ip}:{BOOT_HTTP_PORT}\"\n\
+         interface = \"{bridge}\"\n\
+         server_ip = \"{ip}\"\n\
+         dhcp = \"authoritative\"\n\
+         dhcp_pool = [\"{a}.{b}.{c}.100\", \"{a}.{b}.{c}.199\"]\n\
+         files_root = {files}\n\
+         agent_kernel = \"agent/vmlinuz\"\n\
+         agent_initrds = [\"agent/initramfs.img\"]\n\
+         agent_cmdline = \"console=ttyS0,115200\"\n",
+        state = quote(&lab.engine_dir().to_string_lossy()),
+        url = quote(&lab.api_url),
+        bridge = network::BRIDGE,
+        files = quote(&files.to_string_lossy()),
+    )
+}
+
+/// `rivet host …` inside the namespace, against the lab's engine.
+fn host_command(lab: &LabState, tools: &Tools) -> Command {
+    let mut command = in_netns(&lab.netns, &tools.rivet);
+    command
+        .args(["-q", "host", "--url", &lab.api_url, "--state-dir"])
+        .arg(lab.engine_dir());
+    command
+}
+
+/// Enrols a host powered off, without inspection or cleaning: `lab up` leaves the VMs
+/// idle; inspecting and provisioning are the user's (or the demo's) next steps.
+fn enroll(
+    lab: &LabState,
+    tools: &Tools,
+    host: &LabHost,
+    password_file: &Path,
+) -> anyhow::Result<()> {
+    run_checked(
+        host_command(lab, tools)
+            .args(["enroll", &host.name, "--bmc", &host.bmc_address])
+            .args([
+                "--username",
+                BMC_USER,
+                "--mac",
+                &host.mac,
+                "--password-file",
+            ])
+            .arg(password_file)
+            .args([
+                "--offline",
+                "--inspection",
+                "disabled",
+                "--cleaning",
+                "disabled",
+            ]),
+    )
+    .with_context(|| format!("enrolling {}", host.name))
+    .map(drop)
+}
+
+fn host_state(lab: &LabState, tools: &Tools, name: &str) -> anyhow::Result<String> {
+    let shown = run_checked(host_command(lab, tools).args(["--json", "show", name]))?;
+    let view: serde_json::Value = serde_json::from_str(&shown)
+        .with_context(|| format!("`rivet host show {name}` printed no JSON: {shown}"))?;
+    Ok(view["status"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready()? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {} s waiting for {what}", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// 16 hex characters (IPMI 2.0 passwords hold at most 20 bytes).
+fn random_password() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
