@@ -295,10 +295,16 @@ fn netns_tftp_transfers_survive_packet_loss() {
             root.to_str().unwrap(),
         ],
     );
-    // Lose 2% of UDP datagrams each way (data, acknowledgements, option acknowledgements)
-    // with netfilter's random statistic match on arrival (this kernel has no netem; a drop
-    // on output would fail the sender's sendto with EPERM instead of losing the datagram).
-    for ns in [&lab.server, &lab.client] {
+    // Lose 2% of the server's datagrams (data, option acknowledgements) with netfilter's
+    // random statistic match on arrival at the client (this kernel has no netem; a drop on
+    // output would fail the sender's sendto with EPERM instead of losing the datagram).
+    // Every client recovers by re-sending its last acknowledgement, which the server must
+    // answer with exactly one retransmission. Acknowledgements are not dropped: atftp's
+    // client answers only the first duplicate of a block, so when that extra ACK is lost
+    // too it ignores every retransmission and the transfer dies whatever the server does
+    // (one CI run in about thirty saw it). The server's own timeout path is covered by the
+    // transfer state machine's unit tests.
+    for ns in [&lab.client] {
         ns.exec_checked(&[
             "iptables",
             "-A",
@@ -395,7 +401,7 @@ fn netns_tftp_transfers_survive_packet_loss() {
         assert_file(&out.join(name), &content);
     }
     // The link really lost packets.
-    let dropped: u64 = [&lab.server, &lab.client]
+    let dropped: u64 = [&lab.client]
         .iter()
         .map(|ns| {
             let listing = ns.exec_checked(&["iptables", "-L", "INPUT", "-v", "-n", "-x"]);
