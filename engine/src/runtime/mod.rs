@@ -326,4 +326,6 @@ impl AgentRegistry for EngineHandle {
 }
 
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests;

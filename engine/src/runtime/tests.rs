@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::testkit::{settled, wait_for};
 use super::*;
 use crate::lifecycle::{
     Backoff, ErrorType, ImageSpec, MacAddr, OperationalStatus, ProvisioningState as S,
@@ -53,31 +54,6 @@ fn image() -> ImageSpec {
     }
 }
 
-/// Polls `name` until `done` holds; panics with the host's last view after a generous
-/// timeout (this is a liveness check, not a timing assertion).
-async fn wait_for(
-    engine: &EngineHandle,
-    name: &str,
-    what: &str,
-    done: impl Fn(&HostView) -> bool,
-) -> HostView {
-    let mut last = None;
-    for _ in 0..3000 {
-        match engine.get(name).await.unwrap() {
-            Some(view) if done(&view) => return view,
-            other => last = other,
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{name} never became {what}; last seen: {last:#?}");
-}
-
-fn state(state: S) -> impl Fn(&HostView) -> bool {
-    move |view| {
-        view.status.state == state && view.status.activity == crate::lifecycle::Activity::Idle
-    }
-}
-
 #[tokio::test]
 async fn hosts_go_through_the_whole_lifecycle_and_are_forgotten() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +73,7 @@ async fn hosts_go_through_the_whole_lifecycle_and_are_forgotten() {
             &handle,
             &format!("host-{n}"),
             "available",
-            state(S::Available),
+            settled(S::Available),
         )
         .await;
         assert!(view.status.has_hardware);
@@ -122,7 +98,7 @@ async fn hosts_go_through_the_whole_lifecycle_and_are_forgotten() {
             &handle,
             &format!("host-{n}"),
             "provisioned",
-            state(S::Provisioned),
+            settled(S::Provisioned),
         )
         .await;
         let machine = lab.machine(&format!("m{n}")).unwrap();
@@ -133,7 +109,7 @@ async fn hosts_go_through_the_whole_lifecycle_and_are_forgotten() {
         assert!(machine.powered_on);
     }
     handle.apply("host-0", Intent::Deprovision).await.unwrap();
-    wait_for(&handle, "host-0", "available again", state(S::Available)).await;
+    wait_for(&handle, "host-0", "available again", settled(S::Available)).await;
     assert_eq!(
         lab.machine("m0").unwrap().disk,
         None,
@@ -226,7 +202,7 @@ async fn a_restart_resumes_every_host_from_the_store() {
             &handle,
             &format!("host-{n}"),
             "available",
-            state(S::Available),
+            settled(S::Available),
         )
         .await;
     }
@@ -303,7 +279,7 @@ async fn an_agent_that_never_calls_back_names_the_reason_and_recovers() {
         error.message
     );
     lab.set_faults("m1", Faults::default());
-    let view = wait_for(&handle, "host-1", "available", state(S::Available)).await;
+    let view = wait_for(&handle, "host-1", "available", settled(S::Available)).await;
     assert_eq!(view.status.operational_status, OperationalStatus::Ok);
     engine.shutdown().await.unwrap();
 }
@@ -409,7 +385,7 @@ async fn the_power_sync_loop_enforces_online() {
     let engine = Engine::open(config, lab.drivers()).await.unwrap();
     let handle = engine.handle();
     handle.enroll(request(4)).await.unwrap();
-    let view = wait_for(&handle, "host-4", "available", state(S::Available)).await;
+    let view = wait_for(&handle, "host-4", "available", settled(S::Available)).await;
     assert_eq!(view.status.powered_on, Some(true));
     // Someone turns the machine off behind the engine's back.
     let drivers = lab.drivers();
@@ -465,12 +441,12 @@ async fn an_engine_that_forgot_everything_adopts_running_hosts_without_touching_
             .unwrap();
         let handle = engine.handle();
         handle.enroll(request(7)).await.unwrap();
-        wait_for(&handle, "host-7", "available", state(S::Available)).await;
+        wait_for(&handle, "host-7", "available", settled(S::Available)).await;
         handle
             .apply("host-7", Intent::Provision { image: image() })
             .await
             .unwrap();
-        wait_for(&handle, "host-7", "provisioned", state(S::Provisioned)).await;
+        wait_for(&handle, "host-7", "provisioned", settled(S::Provisioned)).await;
         engine.shutdown().await.unwrap();
     }
     // The store is gone (a new state directory); the machine still runs its image.
@@ -484,7 +460,7 @@ async fn an_engine_that_forgot_everything_adopts_running_hosts_without_touching_
         image: Some(image()),
     });
     handle.enroll(again).await.unwrap();
-    let view = wait_for(&handle, "host-7", "adopted", state(S::Provisioned)).await;
+    let view = wait_for(&handle, "host-7", "adopted", settled(S::Provisioned)).await;
     assert_eq!(view.status.image.as_ref().unwrap().url, image().url);
     assert!(view.status.adopted);
     let steps: Vec<String> = handle

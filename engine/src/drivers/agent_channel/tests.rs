@@ -22,12 +22,11 @@ use crate::Engine;
 use crate::api::{self, ApiToken, AppState, TlsMaterial};
 use crate::drivers::{AgentToken, BmcTarget, BootEntry, BootService, Drivers};
 use crate::lifecycle::{
-    Activity, BootMethod, BootMode, BootObservations, DetachSpec, ImageSpec, Intent, MacAddr,
+    BootMethod, BootMode, BootObservations, DetachSpec, ImageSpec, Intent, MacAddr,
     ProvisioningState as S, Timestamp,
 };
-use crate::runtime::{
-    BmcAccess, EngineConfig, EngineHandle, EnrollRequest, HostEventKind, HostView,
-};
+use crate::runtime::testkit::{settled, wait_for};
+use crate::runtime::{BmcAccess, EngineConfig, EngineHandle, EnrollRequest, HostEventKind};
 use crate::sim::{SimConfig, SimLab};
 
 // ---------------------------------------------------------------- the rig
@@ -207,27 +206,6 @@ async fn rig_with_host(name: &str) -> (Rig, String) {
     rig.enroll(name).await;
     let token = rig.token().await;
     (rig, token)
-}
-
-async fn wait_for(
-    handle: &EngineHandle,
-    name: &str,
-    what: &str,
-    done: impl Fn(&HostView) -> bool,
-) -> HostView {
-    let mut last = None;
-    for _ in 0..3000 {
-        match handle.get(name).await.unwrap() {
-            Some(view) if done(&view) => return view,
-            other => last = other,
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{name} never became {what}; last seen: {last:#?}");
-}
-
-fn settled(state: S) -> impl Fn(&HostView) -> bool {
-    move |view| view.status.state == state && view.status.activity == Activity::Idle
 }
 
 // ---------------------------------------------------------------- the agent
