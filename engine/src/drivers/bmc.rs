@@ -123,7 +123,7 @@ impl RealBmc {
         })?;
         let mut options = self.options.clone();
         options.redfish.disable_certificate_verification = !host.bmc.verify_tls;
-        let bmc = connect(address, host.bmc.credentials.clone(), options)
+        let bmc = rivet_bmc::connect(&address, host.bmc.credentials.clone(), options)
             .await
             .map_err(|err| driver_error(host, "connecting to the BMC", &err))?;
         let bmc = Arc::new(bmc);
@@ -159,15 +159,6 @@ impl RealBmc {
             error
         })
     }
-}
-
-/// `rivet_bmc::connect` with owned arguments, so the caller's future does not borrow them.
-async fn connect(
-    address: BmcAddress,
-    credentials: rivet_bmc::Credentials,
-    options: ConnectOptions,
-) -> Result<Bmc, BmcError> {
-    rivet_bmc::connect(&address, credentials, options).await
 }
 
 /// What the lifecycle should make of a BMC failure.
