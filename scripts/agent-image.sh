@@ -10,6 +10,11 @@
 #   --out          output directory (default target/agent-image)
 #   --no-iso       kernel and initramfs only
 #   --iso-cmdline  parameters written to the ISO's rivet/cmdline (a job, a static address …)
+#
+# The ISO's rivet/cmdline is a fixed 4096-byte slot that starts with the word
+# rivet-cmdline-slot-v1 and is padded with spaces. ISO 9660 stores a file in one contiguous
+# extent, so the engine makes a host's ISO by overwriting that slot in a copy of this one
+# (with the agent's channel parameters), without rebuilding anything.
 #   --fast         compress quickly (zstd -3) rather than small (zstd -19): for tests
 set -euo pipefail
 
@@ -111,7 +116,9 @@ if [ "$make_iso" = yes ]; then
   mkdir -p "$iso_root/boot/grub" "$iso_root/rivet"
   cp "$kernel" "$iso_root/boot/vmlinuz"
   cp "$out/initramfs.img" "$iso_root/boot/initramfs.img"
-  printf '%s\n' "$iso_cmdline" > "$iso_root/rivet/cmdline"
+  slot="rivet-cmdline-slot-v1 $iso_cmdline"
+  [ "${#slot}" -lt 4096 ] || { echo "agent-image: --iso-cmdline is longer than the 4096-byte slot" >&2; exit 2; }
+  printf '%-4095s\n' "$slot" > "$iso_root/rivet/cmdline"
   cat > "$iso_root/boot/grub/grub.cfg" <<'GRUB'
 set timeout=0
 set gfxpayload=text
