@@ -137,23 +137,6 @@ impl Rig {
         }
     }
 
-    /// Checks the inventory names the NIC and disk the domain was given.
-    fn assert_inventory(&self) {
-        let hardware = self.lab.hardware();
-        let nics = hardware["nics"].as_array().unwrap();
-        assert!(
-            nics.iter().any(|nic| nic["mac"] == MAC),
-            "the NIC libvirt was given: {hardware}"
-        );
-        let storage = hardware["storage"].as_array().unwrap();
-        assert!(
-            storage
-                .iter()
-                .any(|d| d["sizeBytes"] == DISK_BYTES && d["serialNumber"] == "E2E-ROOT"),
-            "the disk libvirt was given: {hardware}"
-        );
-    }
-
     /// Provisions, then waits for the domain to print the image's marker from its disk.
     fn provision_and_boot(&self, phases: &mut Phases) {
         let from = self.console().len();
@@ -201,7 +184,7 @@ fn vm_netns_a_redfish_host_network_boots_the_agent_from_enroll_to_delete() {
     phases.end("enroll → agent connected (Redfish PXE boot)");
     rig.lab.wait_settled(S::Available);
     phases.end("agent connected → available (inspect, clean)");
-    rig.assert_inventory();
+    rig.lab.assert_inventory(MAC);
 
     rig.provision_and_boot(&mut phases);
 
@@ -250,7 +233,7 @@ fn vm_netns_a_redfish_virtual_media_host_boots_its_own_agent_iso_and_is_provisio
     );
     rig.lab.wait_settled(S::Available);
     phases.end("agent connected → available (inspect, clean)");
-    rig.assert_inventory();
+    rig.lab.assert_inventory(MAC);
 
     rig.provision_and_boot(&mut phases);
     // Booting the disk ejected the agent's ISO (sushy removes the CD drive's medium, or the

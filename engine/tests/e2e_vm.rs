@@ -110,19 +110,7 @@ fn vm_netns_a_pxe_booted_agent_takes_a_host_from_enroll_to_delete() {
     lab.wait_settled(S::Available);
     phases.end("agent connected → available (inspect, clean)");
 
-    let hardware = lab.hardware();
-    let nics = hardware["nics"].as_array().unwrap();
-    assert!(
-        nics.iter().any(|nic| nic["mac"] == MAC),
-        "the NIC QEMU was given: {hardware}"
-    );
-    let storage = hardware["storage"].as_array().unwrap();
-    assert!(
-        storage
-            .iter()
-            .any(|d| d["sizeBytes"] == DISK_BYTES && d["serialNumber"] == "E2E-ROOT"),
-        "the disk QEMU was given: {hardware}"
-    );
+    lab.assert_inventory(MAC);
 
     // Provision: the agent writes the image, the engine boots the host from its disk.
     phases.restart();

@@ -159,6 +159,24 @@ impl Lab {
         serde_json::from_slice(&hardware).unwrap()
     }
 
+    /// Checks the inventory names the NIC (`mac`) and the [`DISK_BYTES`] disk with serial
+    /// `E2E-ROOT` that the machine was given.
+    pub fn assert_inventory(&self, mac: &str) {
+        let hardware = self.hardware();
+        let nics = hardware["nics"].as_array().unwrap();
+        assert!(
+            nics.iter().any(|nic| nic["mac"] == mac),
+            "the NIC the machine was given: {hardware}"
+        );
+        let storage = hardware["storage"].as_array().unwrap();
+        assert!(
+            storage
+                .iter()
+                .any(|d| d["sizeBytes"] == DISK_BYTES && d["serialNumber"] == "E2E-ROOT"),
+            "the disk the machine was given: {hardware}"
+        );
+    }
+
     /// `rivet host provision` of the image [`make_image`] put under `files`.
     pub fn provision(&self, digest: &str) {
         let image_url = format!("http://{SERVER}:8080/files/os.qcow2");
