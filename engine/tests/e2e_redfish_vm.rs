@@ -2,10 +2,10 @@
 //! authoritative DHCP, iPXE over HTTP, per-host agent ISOs, the agent channel) in a
 //! network namespace; sushy-tools' emulator with its libvirt driver as the BMC, in front of
 //! a private libvirtd whose TCG domain sits on a tap in that namespace; the agent image
-//! built by `scripts/agent-image.sh`. One host network-boots the agent (PXE under SeaBIOS)
-//! and goes enroll → inspect → available → provision a qcow2 → boots its disk →
-//! deprovision → delete; another boots the agent from its own ISO through Redfish virtual
-//! media and is provisioned.
+//! built by `scripts/agent-image.sh`. One host, in UEFI mode (OVMF), network-boots the
+//! agent and goes enroll → inspect → available → provision a qcow2 → boots its disk through
+//! the image's ESP → deprovision → delete; another, in legacy mode (SeaBIOS), boots the
+//! agent from its own ISO through Redfish virtual media and is provisioned.
 //!
 //! Phase wall times are printed (`e2e phase …`), never asserted.
 
@@ -89,7 +89,7 @@ impl Rig {
         }
     }
 
-    fn enroll(&self, scheme: &str) {
+    fn enroll(&self, scheme: &str, boot_mode: &str) {
         let bmc = format!("{scheme}+http://127.0.0.1:{SUSHY_NETNS_PORT}/redfish/v1/Systems/{UUID}");
         self.lab.rivet_host(&[
             "enroll",
@@ -100,9 +100,8 @@ impl Rig {
             SUSHY_USERNAME,
             "--mac",
             MAC,
-            // The image boots by its MBR boot code.
             "--boot-mode",
-            "legacy",
+            boot_mode,
         ]);
     }
 
@@ -145,7 +144,7 @@ impl Rig {
         phases.end("provision (deploy, boot to disk)");
         self.wait_for_console(DISK_MARKER, from);
         assert_eq!(self.libvirt.domain_state(DOMAIN), "running");
-        phases.end("provisioned → image's boot sector ran");
+        phases.end("provisioned → the image printed its marker");
         disks::assert_deployed(&self.raw_image, &self.disk);
         assert_eq!(
             boot_code(&self.disk),
@@ -174,14 +173,20 @@ fn vm_netns_a_redfish_host_network_boots_the_agent_from_enroll_to_delete() {
     let mut phases = Phases::start();
     let rig = Rig::start(&mut phases, false);
 
-    rig.enroll("redfish");
+    // UEFI: sushy gives the domain OVMF, whose iPXE (the NIC's EFI ROM) boots the agent, and
+    // the provisioned disk boots through its ESP.
+    rig.enroll("redfish", "uefi");
     let console = rig.wait_for_console("connected to the engine", 0);
     assert!(
         console.contains(&format!("/boot/{}.ipxe", MAC.replace(':', "-"))),
         "iPXE fetched the host's script: {}",
         tail(&console, 60)
     );
-    phases.end("enroll → agent connected (Redfish PXE boot)");
+    assert!(
+        rig.libvirt.domain_xml(DOMAIN).contains("OVMF_CODE"),
+        "sushy switched the domain to UEFI"
+    );
+    phases.end("enroll → agent connected (Redfish, UEFI network boot)");
     rig.lab.wait_settled(S::Available);
     phases.end("agent connected → available (inspect, clean)");
     rig.lab.assert_inventory(MAC);
@@ -212,7 +217,8 @@ fn vm_netns_a_redfish_virtual_media_host_boots_its_own_agent_iso_and_is_provisio
     let mut phases = Phases::start();
     let rig = Rig::start(&mut phases, true);
 
-    rig.enroll("redfish-virtualmedia");
+    // Legacy: SeaBIOS boots the ISO, then the disk's MBR boot code.
+    rig.enroll("redfish-virtualmedia", "legacy");
     let console = rig.wait_for_console("connected to the engine", 0);
     assert!(
         console.contains("boot medium /dev/"),

@@ -130,7 +130,7 @@ fn vm_netns_a_pxe_booted_agent_takes_a_host_from_enroll_to_delete() {
     let booted = switch.power_ons().len() - 1;
     switch.wait_for_serial(booted, DISK_MARKER, PHASE_TIMEOUT);
     assert_eq!(sim.power(), "1");
-    phases.end("provisioned → image's boot sector ran");
+    phases.end("provisioned → the image printed its marker");
     disks::assert_deployed(&raw_image, &disk);
     assert_eq!(
         boot_code(&disk),

@@ -251,9 +251,10 @@ pub fn build_agent_image(out: &Path, iso: bool) {
     assert!(status.success(), "scripts/agent-image.sh failed");
 }
 
-/// The image: [`disks::deploy_image`]'s GPT disk with a boot sector that prints
-/// [`DISK_MARKER`] in the protective MBR's boot code, as `files/os.qcow2` made by
-/// `qemu-img`. Returns the raw image and the qcow2's SHA-256.
+/// The image: [`disks::deploy_image`]'s GPT disk made bootable both ways to print
+/// [`DISK_MARKER`]: by BIOS through boot code in the protective MBR, and by UEFI through a
+/// GRUB built by `grub-mkstandalone` at `\EFI\BOOT\BOOTX64.EFI` on its ESP. Converted to
+/// `files/os.qcow2` by `qemu-img`; returns the raw image and the qcow2's SHA-256.
 pub fn make_image(dir: &Path, files: &Path) -> (PathBuf, String) {
     let raw = disks::deploy_image(dir);
     let code = marker_boot_sector(DISK_MARKER);
@@ -261,6 +262,36 @@ pub fn make_image(dir: &Path, files: &Path) -> (PathBuf, String) {
     // Boot code only: the protective MBR's partition entry and signature stay sgdisk's.
     bytes[..440].copy_from_slice(&code[..440]);
     std::fs::write(&raw, bytes).unwrap();
+    let config = dir.join("marker-grub.cfg");
+    std::fs::write(&config, format!("echo {DISK_MARKER}\nsleep 600\n")).unwrap();
+    let loader = dir.join("BOOTX64.EFI");
+    disks::run(
+        "grub-mkstandalone",
+        &[
+            "-O",
+            "x86_64-efi",
+            "-o",
+            loader.to_str().unwrap(),
+            "--install-modules=normal echo sleep configfile",
+            "--modules=",
+            "--locales=",
+            "--fonts=",
+            "--themes=",
+            &format!("boot/grub/grub.cfg={}", config.display()),
+        ],
+    );
+    // The ESP is partition 1, at 1 MiB.
+    let esp = format!("{}@@{}", raw.display(), 1 << 20);
+    disks::run("mmd", &["-i", &esp, "::/EFI", "::/EFI/BOOT"]);
+    disks::run(
+        "mcopy",
+        &[
+            "-i",
+            &esp,
+            loader.to_str().unwrap(),
+            "::/EFI/BOOT/BOOTX64.EFI",
+        ],
+    );
     let qcow2 = files.join("os.qcow2");
     disks::qemu_img_convert(&raw, "qcow2", &qcow2);
     let sum = disks::run("sha256sum", &[qcow2.to_str().unwrap()]).stdout;
