@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    DISK_BYTES, DISK_MARKER, Lab, PHASE_TIMEOUT, Phases, SERVER, boot_code, build_agent_image,
-    config_drive_meta_data, make_image, tail,
+    DISK_BYTES, DISK_MARKER, Dhcp, Lab, PHASE_TIMEOUT, Phases, SERVER, boot_code,
+    build_agent_image, config_drive_meta_data, make_image, tail,
 };
 use rivet_engine::lifecycle::ProvisioningState as S;
 use rivet_tests::libvirt::{Domain, DomainDisk, Libvirtd, Nic, USER};
@@ -75,7 +75,14 @@ impl Rig {
             memory_mib: 1024,
         });
         let sushy = SushyEmulator::start_in(&ns, SushyDriver::Libvirt(libvirt.uri()));
-        let lab = Lab::start(ns.clone(), dir, &files, HOST, SUSHY_PASSWORD);
+        let lab = Lab::start(
+            ns.clone(),
+            dir,
+            &files,
+            Dhcp::Authoritative,
+            HOST,
+            SUSHY_PASSWORD,
+        );
         phases.end("setup (agent image, qcow2, netns, libvirtd, sushy-emulator, rivet serve)");
         Self {
             lab,

@@ -1,6 +1,7 @@
 //! The whole lifecycle on real peers only: `rivet serve` (the real binary, real drivers,
-//! authoritative DHCP, TFTP-less iPXE boot over HTTP, the agent channel) in a network
-//! namespace; OpenIPMI's `ipmi_sim` as the BMC, whose power state starts and stops a QEMU
+//! ProxyDHCP next to the site's dnsmasq, which alone hands out addresses, TFTP-less iPXE
+//! boot over HTTP, the agent channel) in a network namespace; OpenIPMI's `ipmi_sim` as the
+//! BMC, whose power state starts and stops a QEMU
 //! guest (TCG, SeaBIOS with QEMU's iPXE ROM); the agent image built by
 //! `scripts/agent-image.sh` and PXE-booted by that guest; `rivet host` and curl as the
 //! clients. Enroll → inspect (the agent's inventory names the disk and NIC QEMU was
@@ -22,12 +23,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use e2e::{
-    DISK_BYTES, DISK_MARKER, Lab, PHASE_TIMEOUT, Phases, SERVER, boot_code, build_agent_image,
-    config_drive_meta_data, make_image, tail,
+    DISK_BYTES, DISK_MARKER, Dhcp, Lab, PHASE_TIMEOUT, Phases, SERVER, boot_code,
+    build_agent_image, config_drive_meta_data, make_image, tail,
 };
 use rivet_engine::lifecycle::ProvisioningState as S;
 use rivet_tests::qemu::GuestBuilder;
-use rivet_tests::{IPMI_PASSWORD, IPMI_USER, IpmiSim, Netns, PowerSwitch, scratch_dir, wait_until};
+use rivet_tests::{
+    AddressServer, IPMI_PASSWORD, IPMI_USER, IpmiSim, Netns, PowerSwitch, scratch_dir, wait_until,
+};
 
 const MAC: &str = "52:54:00:e2:e0:01";
 const HOST: &str = "e2e-node";
@@ -79,8 +82,16 @@ fn vm_netns_a_pxe_booted_agent_takes_a_host_from_enroll_to_delete() {
         move |n, boot_device| guest(&ns, &dir, &disk, n, boot_device).start(&dir)
     });
 
-    let lab = Lab::start(ns.clone(), dir, &files, HOST, IPMI_PASSWORD);
-    phases.end("setup (agent image, qcow2, netns, ipmi_sim, rivet serve)");
+    // The site's DHCP server gives addresses (10.99.0.200–250); Rivet only adds the boot.
+    let dnsmasq = AddressServer::start(
+        &ns,
+        "br0",
+        "10.99.0.2/24",
+        ("10.99.0.200", "10.99.0.250"),
+        dir.path(),
+    );
+    let lab = Lab::start(ns.clone(), dir, &files, Dhcp::Proxy, HOST, IPMI_PASSWORD);
+    phases.end("setup (agent image, qcow2, netns, ipmi_sim, dnsmasq, rivet serve)");
 
     // Enroll: the engine registers the BMC, boots the agent over the network, inspects.
     let bmc = format!("ipmi://127.0.0.1:{}", sim.port());
@@ -106,7 +117,18 @@ fn vm_netns_a_pxe_booted_agent_takes_a_host_from_enroll_to_delete() {
         "iPXE fetched the host's script: {}",
         tail(&agent_serial, 60)
     );
-    phases.end("enroll → agent connected (PXE boot)");
+    let leases = dnsmasq.daemon.log();
+    assert!(
+        leases.contains("DHCPACK(vdns) 10.99.0.2") && leases.contains(MAC),
+        "dnsmasq gave the host its address: {}",
+        tail(&leases, 20)
+    );
+    assert!(
+        agent_serial.contains("=10.99.0.2"),
+        "the agent runs on dnsmasq's address: {}",
+        tail(&agent_serial, 20)
+    );
+    phases.end("enroll → agent connected (ProxyDHCP + PXE boot)");
     lab.wait_settled(S::Available);
     phases.end("agent connected → available (inspect, clean)");
 

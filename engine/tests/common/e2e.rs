@@ -24,6 +24,16 @@ pub const DISK_BYTES: u64 = 8 << 30;
 pub const DISK_MARKER: &str = "RIVET-E2E-IMAGE-BOOTED";
 pub const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Who gives the machines their addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dhcp {
+    /// Rivet, from 10.99.0.100–150.
+    Authoritative,
+    /// Another server (the test's dnsmasq); Rivet answers as ProxyDHCP with boot
+    /// information only.
+    Proxy,
+}
+
 /// The namespace, the daemon and the clients.
 pub struct Lab {
     pub ns: Arc<Netns>,
@@ -40,10 +50,11 @@ impl Lab {
         ns: Arc<Netns>,
         dir: tempfile::TempDir,
         files: &Path,
+        dhcp: Dhcp,
         host: &'static str,
         bmc_password: &str,
     ) -> Self {
-        let config = serve_config(dir.path(), files);
+        let config = serve_config(dir.path(), files, dhcp);
         let mut command = ns.command(cargo_bin("rivet"));
         command
             .args(["--log-format", "json", "serve", "--config"])
@@ -334,8 +345,14 @@ pub fn config_drive_meta_data(disk: &Path, scratch: &Path) -> serde_json::Value 
 }
 
 /// `rivet serve`'s configuration: the API and boot services on [`SERVER`] on `br0`,
-/// authoritative DHCP, the agent under `files/agent`, short engine timings.
-pub fn serve_config(dir: &Path, files: &Path) -> PathBuf {
+/// DHCP as `dhcp` says, the agent under `files/agent`, short engine timings.
+pub fn serve_config(dir: &Path, files: &Path, dhcp: Dhcp) -> PathBuf {
+    let dhcp = match dhcp {
+        Dhcp::Authoritative => {
+            "dhcp = \"authoritative\"\ndhcp_pool = [\"10.99.0.100\", \"10.99.0.150\"]"
+        }
+        Dhcp::Proxy => "dhcp = \"proxy\"",
+    };
     let config = format!(
         r#"state_dir = "{state}"
 [api]
@@ -355,8 +372,7 @@ engine_url = "{API}"
 http_listen = "{SERVER}:8080"
 interface = "br0"
 server_ip = "{SERVER}"
-dhcp = "authoritative"
-dhcp_pool = ["10.99.0.100", "10.99.0.150"]
+{dhcp}
 files_root = "{files}"
 agent_kernel = "agent/vmlinuz"
 agent_initrds = ["agent/initramfs.img"]
