@@ -473,9 +473,13 @@ fn enroll(
                 "disabled",
                 "--cleaning",
                 "disabled",
-                // SeaBIOS machines: the lab's QEMUs and libvirt domains boot BIOS-style.
                 "--boot-mode",
-                "legacy",
+                match lab.bmc_kind {
+                    // ipmi_sim's chassis control cannot change the firmware: SeaBIOS.
+                    BmcKind::Ipmi => "legacy",
+                    // sushy gives the domain OVMF for UEFI, Metal³'s default.
+                    BmcKind::Redfish => "uefi",
+                },
             ]),
     )
     .with_context(|| format!("enrolling {}", host.name))
