@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Demo of `rivet lab`: one QEMU (TCG) host behind OpenIPMI's ipmi_sim, the engine with its
-# real drivers on the lab bridge, and the Rivet agent booted over the network:
+# Demo of `rivet lab`: one QEMU (TCG) host behind a BMC emulator others wrote — OpenIPMI's
+# ipmi_sim (`lab.sh ipmi`, the default) or sushy-tools in front of libvirt (`lab.sh
+# redfish`) —, the engine with its real drivers on the lab bridge, and the Rivet agent
+# booted over the network:
 #   lab up → inspect (agent) → provision a generated qcow2 over HTTP with its sha256 →
 #   the VM boots from the disk the agent wrote and its marker shows on the serial console →
 #   the host's timeline → lab down.
@@ -10,15 +12,23 @@ cd "$(dirname "$0")/../.."
 rivet=${RIVET:-target/debug/rivet}
 [ -x "$rivet" ] || cargo build --quiet -p rivet-engine --bin rivet
 rivet=$(realpath "$rivet")
+bmc=${1:-ipmi}
+case "$bmc" in
+  ipmi) needs=ipmi_sim; bmc_name=IPMI ;;
+  redfish) needs=libvirtd; bmc_name=Redfish ;;
+  *) echo "usage: $0 [ipmi|redfish]" >&2; exit 2 ;;
+esac
 
 [ "$(id -u)" = 0 ] || { echo "demo: rivet lab needs root" >&2; exit 1; }
-for tool in qemu-img sfdisk sha256sum ipmi_sim qemu-system-x86_64; do
+for tool in qemu-img sfdisk sha256sum "$needs" qemu-system-x86_64; do
   command -v "$tool" >/dev/null || { echo "demo: $tool is missing; run just deps" >&2; exit 1; }
 done
 
 name=demo
 marker=RIVET-LAB-DISK-BOOTED
 work=$(mktemp -d /tmp/rivet-demo-lab.XXXXXX)
+# A Redfish lab's libvirtd runs as nobody and must reach the lab's disks.
+chmod 755 "$work"
 state=$work/lab
 cleanup() {
   "$rivet" lab down --name "$name" >/dev/null 2>&1 || true
@@ -38,8 +48,9 @@ end() {
   printf '\033[2m(%s: %.1f s)\033[0m\n' "$phase_name" "$took"
 }
 
-begin "lab up (1 host, IPMI)"
-show "$rivet" lab up --name "$name" --hosts 1 --state-dir "$state"
+begin "lab up (1 host, $bmc_name)"
+# sushy-emulator lives in the venv `just deps` made.
+PATH="$PWD/target/venv/bin:$PATH" show "$rivet" lab up --name "$name" --hosts 1 --bmc "$bmc" --state-dir "$state"
 end
 in_lab() { ip netns exec "rivet-$name" "$rivet" "$@"; }
 host() { in_lab host --url https://10.77.0.1:8443 --state-dir "$state/engine" "$@"; }

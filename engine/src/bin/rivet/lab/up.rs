@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::UpArgs;
-use super::chassis::Machine;
+use super::chassis::{self, Machine};
 use super::network::{self, in_netns};
 use super::process::{self, Process, find_tool, run_checked, spawn_detached};
+use super::redfish::{self, RedfishTools};
 use super::state::{self, LabHost, LabState};
+use super::{BmcKind, UpArgs};
 
 /// The bridge's /24 inside the namespace; every lab has its own namespace, so they share it.
 const SUBNET: [u8; 3] = [10, 77, 0];
@@ -33,8 +34,13 @@ const STARTUP: Duration = Duration::from_secs(60);
 struct Tools {
     qemu: PathBuf,
     qemu_img: PathBuf,
-    ipmi_sim: PathBuf,
+    bmc: BmcTools,
     rivet: PathBuf,
+}
+
+enum BmcTools {
+    Ipmi { ipmi_sim: PathBuf },
+    Redfish(RedfishTools),
 }
 
 pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
@@ -46,7 +52,12 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
     let tools = Tools {
         qemu: find_tool("qemu-system-x86_64")?,
         qemu_img: find_tool("qemu-img")?,
-        ipmi_sim: find_tool("ipmi_sim")?,
+        bmc: match args.bmc {
+            BmcKind::Ipmi => BmcTools::Ipmi {
+                ipmi_sim: find_tool("ipmi_sim")?,
+            },
+            BmcKind::Redfish => BmcTools::Redfish(RedfishTools::find()?),
+        },
         rivet: std::env::current_exe().context("locating this rivet binary")?,
     };
     let dir = match &args.state_dir {
@@ -63,6 +74,9 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    if args.bmc == BmcKind::Redfish {
+        redfish::check_reachable(&dir)?;
+    }
     let agent = agent_files(&args.image_dir)?;
     let server_ip = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 1);
     let lab = LabState {
@@ -75,6 +89,9 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
         engine: None,
         api_url: format!("https://{server_ip}:{API_PORT}"),
         hosts: Vec::new(),
+        libvirtd: None,
+        virsh: None,
+        sushy: None,
     }
     .claim()?;
     let mut lab = lab;
@@ -152,16 +169,42 @@ fn build(
     lab.netns_created = true;
     lab.save()?;
 
-    for index in 1..=u16::from(args.hosts) {
-        let host = make_host(lab, args, tools, index, &password)?;
-        lab.hosts.push(host);
-        lab.save()?;
-        let host = lab.hosts.last().context("the host just added")?;
-        let bmc = start_bmc(lab, tools, host, index)?;
-        if let Some(host) = lab.hosts.last_mut() {
-            host.bmc = Some(bmc);
+    match &tools.bmc {
+        BmcTools::Ipmi { ipmi_sim } => {
+            for index in 1..=u16::from(args.hosts) {
+                let host = make_ipmi_host(lab, args, tools, index, &password)?;
+                lab.hosts.push(host);
+                lab.save()?;
+                let host = lab.hosts.last().context("the host just added")?;
+                let bmc = start_ipmi_sim(lab, ipmi_sim, host, index)?;
+                if let Some(host) = lab.hosts.last_mut() {
+                    host.bmc = Some(bmc);
+                }
+                lab.save()?;
+            }
         }
-        lab.save()?;
+        BmcTools::Redfish(redfish_tools) => {
+            lab.virsh = Some(find_tool("virsh")?);
+            redfish::open_dirs(&[&lab.dir, &lab.dir.join("hosts")])?;
+            let libvirtd = redfish::start_libvirtd(redfish_tools, &lab.netns, &lab.dir)?;
+            lab.libvirtd = Some(libvirtd);
+            lab.save()?;
+            for index in 1..=u16::from(args.hosts) {
+                let host = make_redfish_host(lab, args, tools, redfish_tools, index)?;
+                lab.hosts.push(host);
+                lab.save()?;
+            }
+            let sushy = redfish::start_sushy(
+                redfish_tools,
+                &lab.netns,
+                &lab.dir,
+                lab.server_ip,
+                BMC_USER,
+                &password,
+            )?;
+            lab.sushy = Some(sushy);
+            lab.save()?;
+        }
     }
 
     let config = lab.dir.join("rivet.toml");
@@ -203,18 +246,19 @@ fn build(
     Ok(())
 }
 
-fn make_host(
+/// Host `index`'s name, directory, tap (made for `tap_owner`), empty disk and MAC.
+fn host_basics(
     lab: &LabState,
     args: &UpArgs,
     tools: &Tools,
     index: u16,
-    password: &str,
-) -> anyhow::Result<LabHost> {
+    tap_owner: Option<&str>,
+) -> anyhow::Result<(String, PathBuf, String, PathBuf, String)> {
     let name = format!("node-{index}");
     let dir = lab.dir.join("hosts").join(&name);
     std::fs::create_dir_all(&dir)?;
     let tap = format!("tap{index}");
-    network::add_tap(&lab.netns, &tap)?;
+    network::add_tap(&lab.netns, &tap, tap_owner)?;
     let disk = dir.join("disk.qcow2");
     run_checked(
         Command::new(&tools.qemu_img)
@@ -224,6 +268,57 @@ fn make_host(
     )?;
     let [high, low] = index.to_be_bytes();
     let mac = format!("52:54:00:77:{high:02x}:{low:02x}");
+    Ok((name, dir, tap, disk, mac))
+}
+
+/// A libvirt domain of the lab's libvirtd, a system of its sushy-emulator.
+fn make_redfish_host(
+    lab: &LabState,
+    args: &UpArgs,
+    tools: &Tools,
+    redfish_tools: &RedfishTools,
+    index: u16,
+) -> anyhow::Result<LabHost> {
+    let (name, dir, tap, disk, mac) = host_basics(lab, args, tools, index, Some(redfish::USER))?;
+    let uuid = redfish::random_uuid()?;
+    redfish::define(
+        redfish_tools,
+        &lab.dir,
+        &dir,
+        &redfish::Domain {
+            name: &name,
+            uuid: &uuid,
+            mac: &mac,
+            tap: &tap,
+            disk: &disk,
+            serial_log: &chassis::serial_log(&dir),
+            memory_mib: args.memory_mib,
+        },
+    )?;
+    Ok(LabHost {
+        bmc_address: format!(
+            "redfish+http://{}:{}/redfish/v1/Systems/{uuid}",
+            lab.server_ip,
+            redfish::SUSHY_PORT
+        ),
+        qemu_pidfile: Some(redfish::qemu_pidfile(&lab.dir, &name)),
+        name,
+        mac,
+        dir,
+        tap,
+        bmc: None,
+    })
+}
+
+/// A QEMU started and stopped by the chassis control of its own `ipmi_sim`.
+fn make_ipmi_host(
+    lab: &LabState,
+    args: &UpArgs,
+    tools: &Tools,
+    index: u16,
+    password: &str,
+) -> anyhow::Result<LabHost> {
+    let (name, dir, tap, disk, mac) = host_basics(lab, args, tools, index, None)?;
     Machine {
         name: name.clone(),
         qemu: tools.qemu.clone(),
@@ -253,6 +348,7 @@ fn make_host(
         dir,
         tap,
         bmc: None,
+        qemu_pidfile: None,
     })
 }
 
@@ -278,11 +374,16 @@ set_working_mc 0x20
     )
 }
 
-fn start_bmc(lab: &LabState, tools: &Tools, host: &LabHost, index: u16) -> anyhow::Result<Process> {
+fn start_ipmi_sim(
+    lab: &LabState,
+    ipmi_sim: &Path,
+    host: &LabHost,
+    index: u16,
+) -> anyhow::Result<Process> {
     let dir = &host.dir;
     let log = dir.join("ipmi_sim.log");
     let bmc = spawn_detached(
-        in_netns(&lab.netns, &tools.ipmi_sim)
+        in_netns(&lab.netns, ipmi_sim)
             .arg("-c")
             .arg(dir.join("lan.conf"))
             .arg("-f")
@@ -375,6 +476,9 @@ fn enroll(
                 "disabled",
                 "--cleaning",
                 "disabled",
+                // SeaBIOS machines: the lab's QEMUs and libvirt domains boot BIOS-style.
+                "--boot-mode",
+                "legacy",
             ]),
     )
     .with_context(|| format!("enrolling {}", host.name))
@@ -391,7 +495,7 @@ fn host_state(lab: &LabState, tools: &Tools, name: &str) -> anyhow::Result<Strin
         .to_owned())
 }
 
-fn wait_for(
+pub(crate) fn wait_for(
     what: &str,
     timeout: Duration,
     mut ready: impl FnMut() -> anyhow::Result<bool>,
@@ -408,7 +512,7 @@ fn wait_for(
     }
 }
 
-fn tail(log: &Path) -> String {
+pub(crate) fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
@@ -424,7 +528,7 @@ fn random_password() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
