@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rivet_images::{
@@ -271,7 +271,10 @@ pub fn deploy(
 ) -> Result<DeployReport, DeployError> {
     let started = Instant::now();
     let path = disk.path.clone();
-    // Registered from the start (a clean comes first); finishing once the image is verified.
+    // Registered from the start (a clean comes first), finishing once the image is
+    // verified, and gone when this returns: the progress callback holds it weakly, so a
+    // callback the pipeline kept could not leave the disk looking busy, to be wiped by a
+    // later power-off.
     let work = Arc::new(shutdown::coordinator().begin(&path));
     let (disk_size, is_file) = Disk::open(&path, Access::ReadWrite)
         .map(|disk| (disk.size(), !disk.is_block_device()))
@@ -309,7 +312,7 @@ pub fn deploy(
         format: request.format,
         checksum: request.checksum.clone(),
         zero_policy,
-        progress: Some(gate_commit(Arc::clone(&work), progress)),
+        progress: Some(gate_commit(Arc::downgrade(&work), progress)),
         // A file standing in for a disk would otherwise grow to fit any image.
         size_limit: is_file.then_some(disk_size),
         ..WriteOptions::default()
@@ -381,11 +384,13 @@ pub fn deploy(
 /// image starts being committed: from then on a power-off lets the deploy finish, before
 /// that it wipes the disk's ends.
 fn gate_commit(
-    work: Arc<shutdown::DiskWork<'static>>,
+    work: Weak<shutdown::DiskWork<'static>>,
     progress: Option<ProgressCallback>,
 ) -> ProgressCallback {
     Arc::new(move |update: &rivet_images::Progress| {
-        if update.phase == Phase::Committing {
+        if update.phase == Phase::Committing
+            && let Some(work) = work.upgrade()
+        {
             work.finishing();
         }
         if let Some(progress) = &progress {

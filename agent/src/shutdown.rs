@@ -121,6 +121,17 @@ impl Coordinator {
         self.lock().power_off_requested
     }
 
+    /// The disks some work is writing now, each once, with where that work is.
+    pub fn busy_disks(&self) -> Vec<(PathBuf, Stage)> {
+        let mut busy: Vec<(PathBuf, Stage)> = Vec::new();
+        for (_, disk, stage) in &self.lock().works {
+            if !busy.iter().any(|(seen, _)| seen == disk) {
+                busy.push((disk.clone(), *stage));
+            }
+        }
+        busy
+    }
+
     /// Decides a power-off: from now on no work starts or finishes; work already
     /// finishing may end (waiting at most `finishing_limit`); the disks of work that is
     /// destroying them are returned to be wiped.
