@@ -20,6 +20,7 @@ mod power_switch;
 mod process;
 mod pyghmi_bmc;
 pub mod qemu;
+pub mod qmp;
 pub mod sushy;
 mod tools;
 mod udp_relay;
