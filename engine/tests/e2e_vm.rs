@@ -43,6 +43,7 @@ fn guest(ns: &Netns, dir: &Path, disk: &Path, n: usize, boot_device: &str) -> Gu
     std::fs::write(&port, 0x3f8u16.to_le_bytes()).unwrap();
     GuestBuilder::new(&format!("e2e-{n}"))
         .in_netns(ns)
+        .with_qmp()
         .memory_mib(1024)
         .arg("-netdev")
         .arg("tap,id=n0,ifname=tap0,script=no,downscript=no")
@@ -138,6 +139,13 @@ fn vm_netns_a_pxe_booted_agent_takes_a_host_from_enroll_to_delete() {
     phases.restart();
     lab.provision(&digest);
     lab.wait_settled(S::Provisioned);
+    // Provisioning ends with a soft power-off of the agent: ipmi_sim's chassis control
+    // presses the guest's ACPI button and the agent powers itself off before the timeout.
+    assert!(
+        !lab.serve.log().contains("soft power-off timed out"),
+        "the agent did not power off on the ACPI button: {}",
+        tail(&lab.serve.log(), 20)
+    );
     phases.end("provision (deploy, boot to disk, power cycle)");
     wait_until(
         "the guest to be powered on from its disk",
