@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Demo of `rivet lab`: one QEMU (TCG) host behind a BMC emulator others wrote — OpenIPMI's
 # ipmi_sim (`lab.sh ipmi`, the default) or sushy-tools in front of libvirt (`lab.sh
-# redfish`) —, the engine with its real drivers on the lab bridge, and the Rivet agent
+# redfish`, or `lab.sh redfish-virtualmedia` to boot the agent from its ISO) —, the engine with its real drivers on the lab bridge, and the Rivet agent
 # booted over the network:
 #   lab up → inspect (agent) → provision a generated qcow2 over HTTP with its sha256 →
 #   the VM boots from the disk the agent wrote (SeaBIOS through its MBR boot code with
@@ -18,7 +18,8 @@ bmc=${1:-ipmi}
 case "$bmc" in
   ipmi) needs=ipmi_sim; bmc_name=IPMI ;;
   redfish) needs=libvirtd; bmc_name=Redfish ;;
-  *) echo "usage: $0 [ipmi|redfish]" >&2; exit 2 ;;
+  redfish-virtualmedia) needs=libvirtd; bmc_name="Redfish virtual media" ;;
+  *) echo "usage: $0 [ipmi|redfish|redfish-virtualmedia]" >&2; exit 2 ;;
 esac
 
 [ "$(id -u)" = 0 ] || { echo "demo: rivet lab needs root" >&2; exit 1; }

@@ -200,23 +200,47 @@ fn vm_netns_lab_up_runs_an_ipmi_host_and_down_removes_everything() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to do"));
 }
 
-#[test]
-fn vm_netns_lab_up_runs_a_redfish_host_and_down_removes_everything() {
-    let lab = Lab::new("rf");
+/// PATH with the venv's `sushy-emulator` first: `rivet lab` finds it there, as it would for
+/// a user who installed it.
+fn path_with_sushy() -> String {
     for tool in ["libvirtd", "virsh", "setpriv"] {
         require_tool(tool);
     }
-    // `rivet lab` finds sushy-emulator on PATH, as a user who installed it would.
     let sushy = rivet_tests::venv_tool("sushy-emulator");
-    let path = format!(
+    format!(
         "{}:{}",
         sushy.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
-    );
+    )
+}
+
+/// An ISO made by xorriso with `rivet/cmdline` as `just agent-image` writes it (the slot)
+/// or, without `slot`, as an ISO from before the slot did.
+fn agent_iso(path: &Path, slot: bool) {
+    let tree = path.with_extension("tree");
+    std::fs::create_dir_all(tree.join("rivet")).unwrap();
+    let cmdline = if slot {
+        format!("{:<4095}\n", "rivet-cmdline-slot-v1")
+    } else {
+        "rivet.job=inventory\n".to_owned()
+    };
+    std::fs::write(tree.join("rivet/cmdline"), cmdline).unwrap();
+    let out = Command::new(require_tool("xorriso"))
+        .args(["-as", "mkisofs", "-quiet", "-R", "-J", "-o"])
+        .arg(path)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn vm_netns_lab_up_runs_a_redfish_host_and_down_removes_everything() {
+    let lab = Lab::new("rf");
     let out = lab
         .up_command()
         .args(["--bmc", "redfish"])
-        .env("PATH", &path)
+        .env("PATH", path_with_sushy())
         .output()
         .unwrap();
     assert!(out.status.success(), "lab up: {}", text(&out));
@@ -254,6 +278,81 @@ fn vm_netns_lab_up_runs_a_redfish_host_and_down_removes_everything() {
         assert!(!running(pid), "{what} is gone");
     }
     assert!(!lab.state_dir().exists(), "the lab's files are gone");
+}
+
+#[test]
+fn vm_netns_a_virtual_media_lab_serves_the_agent_iso_its_bmc_can_insert() {
+    let lab = Lab::new("vm");
+    agent_iso(&lab.dir.path().join("agent/rivet-agent.iso"), true);
+    let out = lab
+        .up_command()
+        .args(["--bmc", "redfish-virtualmedia"])
+        .env("PATH", path_with_sushy())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lab up: {}", text(&out));
+    let status = lab.status();
+    let address = status["hosts"][0]["bmc_address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        address.starts_with("redfish-virtualmedia+http://10.77.0.1:8000/"),
+        "{status}"
+    );
+    // The engine serves the ISO, and sushy can put it into the lab's libvirt pool and the
+    // domain's CD drive (what the engine asks for when it boots the agent).
+    let iso_url = "http://10.77.0.1:8080/files/agent/rivet-agent.iso";
+    let inserted = lab.in_lab(&[
+        "bmc",
+        "--address",
+        &address,
+        "-u",
+        "admin",
+        "vmedia",
+        "insert",
+        iso_url,
+    ]);
+    assert!(inserted.status.success(), "insert: {}", text(&inserted));
+    let slots = lab.in_lab(&[
+        "bmc",
+        "--address",
+        &address,
+        "-u",
+        "admin",
+        "vmedia",
+        "status",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&slots.stdout).contains("rivet-agent.iso"),
+        "{}",
+        text(&slots)
+    );
+    let down = rivet(&["lab", "down", "--name", &lab.name]);
+    assert!(down.status.success(), "lab down: {}", text(&down));
+    assert!(!lab.state_dir().exists());
+}
+
+#[test]
+fn netns_a_virtual_media_lab_refuses_an_agent_iso_that_cannot_carry_parameters() {
+    let lab = Lab::new("old");
+    agent_iso(&lab.dir.path().join("agent/rivet-agent.iso"), false);
+    let out = lab
+        .up_command()
+        .args(["--bmc", "redfish-virtualmedia"])
+        .env("PATH", path_with_sushy())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no rivet/cmdline slot") && stderr.contains("rebuild it"),
+        "{}",
+        text(&out)
+    );
+    assert!(!Path::new("/run/netns").join(lab.netns()).exists());
+    let status = rivet(&["lab", "status", "--name", &lab.name]);
+    assert_eq!(status.status.code(), Some(1), "nothing was recorded");
 }
 
 #[test]

@@ -70,8 +70,9 @@ pub(crate) struct UpArgs {
     /// be empty). Default: /var/tmp/rivet-lab/<name>.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// The agent's boot files (`vmlinuz`, `initramfs.img`); built with
-    /// scripts/agent-image.sh when missing and the script is at hand.
+    /// The agent's boot files (`vmlinuz`, `initramfs.img`, and `rivet-agent.iso` for
+    /// virtual media); built with scripts/agent-image.sh when missing and the script is at
+    /// hand.
     #[arg(long, value_name = "DIR", default_value = "target/agent-image")]
     image_dir: PathBuf,
     /// Each VM's disk size in GiB (sparse qcow2; the agent, like IPA, picks a root disk of
@@ -88,8 +89,19 @@ pub(crate) struct UpArgs {
 pub(crate) enum BmcKind {
     /// OpenIPMI's ipmi_sim, its chassis control starting and stopping QEMU.
     Ipmi,
-    /// sushy-emulator with libvirt (not built yet).
+    /// sushy-tools' emulator in front of libvirt domains; the agent boots over the network.
     Redfish,
+    /// The same BMC; the agent boots from a per-host ISO through Redfish virtual media.
+    #[value(name = "redfish-virtualmedia")]
+    #[serde(rename = "redfish-virtualmedia")]
+    RedfishVirtualMedia,
+}
+
+impl BmcKind {
+    /// Whether the hosts sit behind sushy-tools and libvirt.
+    pub(crate) fn is_redfish(self) -> bool {
+        matches!(self, Self::Redfish | Self::RedfishVirtualMedia)
+    }
 }
 
 pub(crate) fn run(args: LabArgs) -> anyhow::Result<()> {

@@ -127,7 +127,7 @@ pub(crate) fn start_libvirtd(
     lab_dir: &Path,
 ) -> anyhow::Result<Process> {
     let dir = libvirt_dir(lab_dir);
-    for sub in ["config/libvirt", "run", "cache", "data", "home"] {
+    for sub in ["config/libvirt", "run", "cache", "data", "home", "pool"] {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("creating {}", dir.join(sub).display()))?;
     }
@@ -160,6 +160,20 @@ pub(crate) fn start_libvirtd(
         }
         Ok(socket(lab_dir).exists())
     })?;
+    // sushy uploads virtual-media images into the pool named `default`.
+    let pool = dir.join("pool");
+    virsh(
+        tools,
+        lab_dir,
+        &[
+            "pool-define-as",
+            "default",
+            "dir",
+            "--target",
+            &pool.to_string_lossy(),
+        ],
+    )?;
+    virsh(tools, lab_dir, &["pool-start", "default"])?;
     Ok(daemon)
 }
 

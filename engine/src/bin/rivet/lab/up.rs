@@ -14,6 +14,7 @@ use super::process::{self, Process, find_tool, run_checked, spawn_detached};
 use super::redfish::{self, RedfishTools};
 use super::state::{self, LabHost, LabState};
 use super::{BmcKind, UpArgs};
+use rivet_engine::drivers::boot::agent_iso::AgentIsoTemplate;
 
 /// The bridge's /24 inside the namespace; every lab has its own namespace, so they share it.
 const SUBNET: [u8; 3] = [10, 77, 0];
@@ -29,6 +30,8 @@ const BMC_USER: &str = "admin";
 /// than holding a delete for the engine's production default of three minutes.
 const SOFT_OFF_SECS: u64 = 30;
 const STARTUP: Duration = Duration::from_secs(60);
+/// The agent ISO's name in the image directory and under the engine's files.
+const AGENT_ISO: &str = "rivet-agent.iso";
 
 /// Tools found up front, so a missing one is named before anything is made.
 struct Tools {
@@ -56,7 +59,9 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
             BmcKind::Ipmi => BmcTools::Ipmi {
                 ipmi_sim: find_tool("ipmi_sim")?,
             },
-            BmcKind::Redfish => BmcTools::Redfish(RedfishTools::find()?),
+            BmcKind::Redfish | BmcKind::RedfishVirtualMedia => {
+                BmcTools::Redfish(RedfishTools::find()?)
+            }
         },
         rivet: std::env::current_exe().context("locating this rivet binary")?,
     };
@@ -74,10 +79,10 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    if args.bmc == BmcKind::Redfish {
+    if args.bmc.is_redfish() {
         redfish::check_reachable(&dir)?;
     }
-    let agent = agent_files(&args.image_dir)?;
+    let agent = agent_files(&args.image_dir, args.bmc == BmcKind::RedfishVirtualMedia)?;
     let server_ip = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 1);
     let lab = LabState {
         name: args.name.clone(),
@@ -117,47 +122,76 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The agent's kernel and initramfs, built with scripts/agent-image.sh if missing.
-fn agent_files(image_dir: &Path) -> anyhow::Result<[PathBuf; 2]> {
-    let files = [image_dir.join("vmlinuz"), image_dir.join("initramfs.img")];
-    if files.iter().all(|file| file.is_file()) {
-        return Ok(files);
+/// The agent's kernel and initramfs (and its ISO with `iso`), built with
+/// scripts/agent-image.sh if missing.
+fn agent_files(image_dir: &Path, iso: bool) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = vec![image_dir.join("vmlinuz"), image_dir.join("initramfs.img")];
+    if iso {
+        files.push(image_dir.join(AGENT_ISO));
     }
+    if !files.iter().all(|file| file.is_file()) {
+        build_agent_image(image_dir, iso)?;
+    }
+    if iso {
+        // An ISO from before the cmdline slot boots, but can never carry a host's
+        // parameters: refuse it now rather than at the first boot.
+        let path = image_dir.join(AGENT_ISO);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        AgentIsoTemplate::parse(bytes.into()).with_context(|| {
+            format!(
+                "{}: rebuild it with `scripts/agent-image.sh --out {}`",
+                path.display(),
+                image_dir.display()
+            )
+        })?;
+    }
+    Ok(files)
+}
+
+fn build_agent_image(image_dir: &Path, iso: bool) -> anyhow::Result<()> {
+    let flags: &[&str] = if iso {
+        &["--fast"]
+    } else {
+        &["--no-iso", "--fast"]
+    };
     let script = Path::new("scripts/agent-image.sh");
     if !script.is_file() {
         bail!(
-            "no agent image in {} (vmlinuz, initramfs.img): build it with \
-             `scripts/agent-image.sh --no-iso` in a Rivet checkout, or pass --image-dir",
-            image_dir.display()
+            "no agent image in {}: build it with `scripts/agent-image.sh {}` in a Rivet \
+             checkout, or pass --image-dir",
+            image_dir.display(),
+            flags[..flags.len() - 1].join(" ")
         );
     }
     eprintln!(
-        "building the agent image into {} (scripts/agent-image.sh --no-iso --fast)…",
-        image_dir.display()
+        "building the agent image into {} (scripts/agent-image.sh {})…",
+        image_dir.display(),
+        flags.join(" ")
     );
     let status = Command::new("bash")
         .arg(script)
-        .args(["--no-iso", "--fast", "--out"])
+        .args(flags)
+        .arg("--out")
         .arg(image_dir)
         .status()
         .context("running scripts/agent-image.sh")?;
     if !status.success() {
         bail!("scripts/agent-image.sh failed ({status})");
     }
-    Ok(files)
+    Ok(())
 }
 
 fn build(
     lab: &mut LabState,
     args: &UpArgs,
     tools: &Tools,
-    agent: &[PathBuf; 2],
+    agent: &[PathBuf],
 ) -> anyhow::Result<()> {
     let files = lab.dir.join("files");
     std::fs::create_dir_all(files.join("agent"))
         .with_context(|| format!("creating {}", files.display()))?;
     std::fs::create_dir_all(lab.engine_dir())?;
-    for (source, name) in agent.iter().zip(["vmlinuz", "initramfs.img"]) {
+    for (source, name) in agent.iter().zip(["vmlinuz", "initramfs.img", AGENT_ISO]) {
         std::fs::copy(source, files.join("agent").join(name))
             .with_context(|| format!("copying {}", source.display()))?;
     }
@@ -295,9 +329,13 @@ fn make_redfish_host(
             memory_mib: args.memory_mib,
         },
     )?;
+    let scheme = match lab.bmc_kind {
+        BmcKind::RedfishVirtualMedia => "redfish-virtualmedia",
+        _ => "redfish",
+    };
     Ok(LabHost {
         bmc_address: format!(
-            "redfish+http://{}:{}/redfish/v1/Systems/{uuid}",
+            "{scheme}+http://{}:{}/redfish/v1/Systems/{uuid}",
             lab.server_ip,
             redfish::SUSHY_PORT
         ),
@@ -434,6 +472,7 @@ fn serve_config(lab: &LabState, files: &Path) -> String {
          files_root = {files}\n\
          agent_kernel = \"agent/vmlinuz\"\n\
          agent_initrds = [\"agent/initramfs.img\"]\n\
+         agent_iso = \"agent/{AGENT_ISO}\"\n\
          agent_cmdline = \"console=ttyS0,115200\"\n",
         state = quote(&lab.engine_dir().to_string_lossy()),
         url = quote(&lab.api_url),
@@ -481,7 +520,7 @@ fn enroll(
                     // ipmi_sim's chassis control cannot change the firmware: SeaBIOS.
                     BmcKind::Ipmi => "legacy",
                     // sushy gives the domain OVMF for UEFI, Metal³'s default.
-                    BmcKind::Redfish => "uefi",
+                    BmcKind::Redfish | BmcKind::RedfishVirtualMedia => "uefi",
                 },
             ]),
     )
