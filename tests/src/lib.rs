@@ -14,6 +14,7 @@ pub mod http;
 mod ipmi_sim;
 pub mod libvirt;
 mod net;
+mod netns_thread;
 mod paths;
 mod power_switch;
 mod process;
