@@ -19,7 +19,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use dhcproto::v4::MessageType;
+/// DHCP message types, as observations name them.
+pub use dhcproto::v4::MessageType;
 
 use crate::dhcp::{Handled, RequestSeen, Silence};
 use crate::mac::MacAddr;

@@ -5,8 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -18,7 +16,7 @@ use rivet_pxe::{
     BootConfig, BootObserver, BootServices, DhcpSettings, HostTable, HostTableHandle, HttpSettings,
     MacAddr, Observation, ObservationKind, ObserverHandle, TftpSettings,
 };
-use rivet_tests::{Netns, require_tool, scratch_dir, wait_until};
+use rivet_tests::{Netns, PXE_BIOS_CLASS, scratch_dir, udhcpc, wait_until};
 
 const KNOWN: &str = "52:54:00:89:00:01";
 const UNKNOWN: &str = "52:54:00:89:00:99";
@@ -43,72 +41,11 @@ impl Recorder {
     }
 }
 
-fn run(ns: &Netns, args: &[&str]) -> Output {
-    let (program, rest) = args.split_first().unwrap();
-    ns.command(require_tool(program))
-        .args(rest)
-        .output()
-        .unwrap()
-}
-
-/// Runs busybox udhcpc as a PXE client once and returns the address it was given, or
-/// `None` if nobody answered.
-fn udhcpc(ns: &Netns, dir: &Path, tries: &str) -> Option<Ipv4Addr> {
-    let script = dir.join("udhcpc.sh");
-    let out = dir.join("udhcpc.out");
-    let _ = std::fs::remove_file(&out);
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" > {}\nexit 0\n",
-            out.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let result = run(
-        ns,
-        &[
-            "busybox",
-            "udhcpc",
-            "-f",
-            "-q",
-            "-n",
-            "-i",
-            "vc",
-            "-t",
-            tries,
-            "-T",
-            "1",
-            "-V",
-            "PXEClient:Arch:00000:UNDI:002001",
-            "-s",
-            script.to_str().unwrap(),
-        ],
-    );
-    result.status.success().then(|| {
-        std::fs::read_to_string(&out)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    })
-}
-
 #[test]
 fn netns_observations_name_the_mac_behind_dhcp_tftp_and_http() {
     let server = Netns::new("pxo");
     let client = Netns::new("pxo");
-    let linked = Command::new("ip")
-        .args(["link", "add", "vs", "netns", server.name()])
-        .args(["type", "veth", "peer", "name", "vc", "netns", client.name()])
-        .status()
-        .unwrap();
-    assert!(linked.success());
-    server.exec_checked(&["ip", "addr", "add", "10.89.0.1/24", "dev", "vs"]);
-    server.exec_checked(&["ip", "link", "set", "vs", "up"]);
-    client.exec_checked(&["ip", "link", "set", "vc", "address", KNOWN]);
-    client.exec_checked(&["ip", "link", "set", "vc", "up"]);
+    server.link_client("vs", "10.89.0.1/24", &client, "vc", KNOWN);
 
     let dir = scratch_dir("pxe-observe");
     let tftp_root = dir.path().join("tftp");
@@ -165,7 +102,8 @@ fn netns_observations_name_the_mac_behind_dhcp_tftp_and_http() {
         .expect("the boot services start");
 
     let known: MacAddr = KNOWN.parse().unwrap();
-    let address = udhcpc(&client, dir.path(), "5").expect("the known host gets an address");
+    let address =
+        udhcpc(&client, "vc", Some(PXE_BIOS_CLASS), 5).expect("the known host gets an address");
     assert!(recorder.any(|seen| seen.mac == Some(known)
         && seen.kind
             == ObservationKind::Dhcp {
@@ -191,46 +129,37 @@ fn netns_observations_name_the_mac_behind_dhcp_tftp_and_http() {
     // TFTP and /files/ carry no MAC: the address DHCP gave names it.
     client.exec_checked(&["ip", "addr", "add", &format!("{address}/24"), "dev", "vc"]);
     let fetched = dir.path().join("fetched.kpxe");
-    let tftp = run(
-        &client,
-        &[
-            "atftp",
-            "--get",
-            "-r",
-            "undionly.kpxe",
-            "-l",
-            fetched.to_str().unwrap(),
-            "10.89.0.1",
-            "69",
-        ],
-    );
+    let tftp = client.output(&[
+        "atftp",
+        "--get",
+        "-r",
+        "undionly.kpxe",
+        "-l",
+        fetched.to_str().unwrap(),
+        "10.89.0.1",
+        "69",
+    ]);
     assert!(tftp.status.success(), "atftp: {tftp:?}");
     assert_eq!(std::fs::read(&fetched).unwrap(), ipxe);
-    let missing = run(
-        &client,
-        &[
-            "atftp",
-            "--get",
-            "-r",
-            "snponly.efi",
-            "-l",
-            "/dev/null",
-            "10.89.0.1",
-            "69",
-        ],
-    );
+    let missing = client.output(&[
+        "atftp",
+        "--get",
+        "-r",
+        "snponly.efi",
+        "-l",
+        "/dev/null",
+        "10.89.0.1",
+        "69",
+    ]);
     assert!(!missing.status.success());
     for path in ["/boot/52-54-00-89-00-01.ipxe", "/files/vmlinuz"] {
-        let curl = run(
-            &client,
-            &[
-                "curl",
-                "-sf",
-                "-o",
-                "/dev/null",
-                &format!("http://10.89.0.1:8080{path}"),
-            ],
-        );
+        let curl = client.output(&[
+            "curl",
+            "-sf",
+            "-o",
+            "/dev/null",
+            &format!("http://10.89.0.1:8080{path}"),
+        ]);
         assert!(curl.status.success(), "curl {path}: {curl:?}");
     }
     wait_until(
@@ -263,7 +192,7 @@ fn netns_observations_name_the_mac_behind_dhcp_tftp_and_http() {
     // An unknown MAC under the `ignore` policy: seen, and silent because it is unknown.
     client.exec_checked(&["ip", "addr", "flush", "dev", "vc"]);
     client.exec_checked(&["ip", "link", "set", "vc", "address", UNKNOWN]);
-    assert_eq!(udhcpc(&client, dir.path(), "2"), None);
+    assert_eq!(udhcpc(&client, "vc", Some(PXE_BIOS_CLASS), 2), None);
     let unknown: MacAddr = UNKNOWN.parse().unwrap();
     assert!(recorder.any(|seen| seen.mac == Some(unknown)
         && seen.kind

@@ -9,33 +9,34 @@
 //! read as a command.
 //!
 //! The iPXE scripts and files are served by the engine on a plain-HTTP listener (iPXE
-//! here cannot verify the engine's CA), wrapped so that every per-host script fetch is
-//! recorded: that is what [`BootService::observations`] reports. `rivet-pxe` exposes no
-//! per-MAC hook for DHCP, so the DHCP observation is the script fetch too (a host that
-//! fetched its script did get an address); a host that never reached iPXE shows nothing.
+//! here cannot verify the engine's CA). DHCP, TFTP and that listener report to one
+//! `rivet-pxe` observer, which keeps per MAC the last DHCP request, Rivet's answer (or why
+//! it stayed silent), the iPXE load, the script fetch and the agent fetch: that is what
+//! [`BootService::observations`] reports, so a host whose agent never calls back is
+//! explained by the furthest step it reached. TFTP and file fetches are attributed through
+//! the addresses DHCP saw; with DHCP off (another server), only script fetches name a MAC.
 //! Per-host agent ISOs (virtual media) are not built yet.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use rivet_agent::channel::params::{PARAM_CA, PARAM_HOST, PARAM_TOKEN, PARAM_URL};
 use rivet_pxe::dhcp::{AddressPool, DhcpMode};
 use rivet_pxe::http::HttpState;
 use rivet_pxe::{
     AgentBoot, Asset, BootAction, BootConfig, BootServices, DhcpSettings, Host, HostTable,
-    HostTableHandle, HttpBase, TftpSettings, UnknownPolicy,
+    HostTableHandle, HttpBase, ObserverHandle, TftpSettings, UnknownPolicy,
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use super::{AgentToken, BootEntry, BootService, DriverError, DriverErrorKind, HostTarget};
 use crate::lifecycle::{BootObservations, HostId, MacAddr, Timestamp};
+
+mod observed;
 
 /// Which DHCP server the boot services run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,7 +143,7 @@ pub struct RealBoot {
     agent: AgentTemplate,
     base: HttpBase,
     uefi_ipxe: String,
-    seen: Arc<Mutex<HashMap<MacAddr, Timestamp>>>,
+    seen: Arc<observed::BootLog>,
     tasks: Vec<JoinHandle<()>>,
     http_addr: SocketAddr,
 }
@@ -260,7 +261,10 @@ impl RealBoot {
             http: None,
             router_advertisements: settings.interface.is_some(),
         };
-        let mut services = BootServices::start(config, hosts.clone()).await?;
+        let seen = Arc::new(observed::BootLog::default());
+        let observer = ObserverHandle::new(seen.clone());
+        let mut services =
+            BootServices::start_observed(config, hosts.clone(), observer.clone()).await?;
         let open = |path: &PathBuf, field| {
             rivet_pxe::confine::ConfinedDir::open(path).map_err(|err| invalid(field, err))
         };
@@ -277,12 +281,11 @@ impl RealBoot {
                 .exists()
                 .then(|| open(&settings.ipxe_root, "ipxe_root"))
                 .transpose()?,
+            observer: Some(observer),
         };
-        let seen = Arc::new(Mutex::new(HashMap::new()));
-        let router = rivet_pxe::http::router(state).layer(axum::middleware::from_fn({
-            let seen = seen.clone();
-            move |request: Request, next: Next| record_fetch(seen.clone(), request, next)
-        }));
+        // The peer address attributes file fetches to the MAC DHCP gave it.
+        let router =
+            rivet_pxe::http::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let http = tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, router).await {
                 tracing::error!(error = %err, "the boot HTTP server stopped");
@@ -384,27 +387,6 @@ fn dhcp_settings(
     Ok(Some(dhcp))
 }
 
-/// Records per-host script fetches: the host reached iPXE and asked for its boot.
-async fn record_fetch(
-    seen: Arc<Mutex<HashMap<MacAddr, Timestamp>>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mac = request
-        .uri()
-        .path()
-        .strip_prefix("/boot/")
-        .and_then(|name| name.strip_suffix(".ipxe"))
-        .and_then(|mac| mac.parse::<rivet_pxe::MacAddr>().ok())
-        .map(|mac| MacAddr::new(mac.octets()));
-    if let Some(mac) = mac {
-        seen.lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(mac, Timestamp::now());
-    }
-    next.run(request).await
-}
-
 fn pxe_mac(mac: MacAddr) -> rivet_pxe::MacAddr {
     rivet_pxe::MacAddr::new(mac.octets())
 }
@@ -460,17 +442,7 @@ impl BootService for RealBoot {
         mac: Option<MacAddr>,
         since: Timestamp,
     ) -> BootObservations {
-        let fetched = mac.and_then(|mac| {
-            self.seen
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .get(&mac)
-                .copied()
-        });
-        let fetched = fetched.filter(|&at| at >= since);
-        BootObservations {
-            dhcp: fetched,
-            agent_fetched: fetched,
-        }
+        mac.map(|mac| self.seen.observations(mac, since))
+            .unwrap_or_default()
     }
 }

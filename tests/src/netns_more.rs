@@ -1,12 +1,54 @@
-//! Running in-process code (a tokio runtime serving sockets) inside a [`Netns`], for tests
-//! of libraries rather than binaries.
+//! More of [`Netns`]: in-process code (a tokio runtime serving sockets) running inside, for
+//! tests of libraries rather than binaries, and links to a DHCP client's namespace.
 
 use std::os::fd::AsRawFd;
+use std::process::{Command, Output};
 use std::thread::JoinHandle;
 
-use crate::Netns;
+use crate::{Netns, require_tool};
 
 impl Netns {
+    /// Joins this namespace (`local_if`, with `local_addr` in CIDR form) to `client`
+    /// (`client_if` with MAC `client_mac` and no address, as a machine before DHCP) by a
+    /// veth pair, both ends up.
+    pub fn link_client(
+        &self,
+        local_if: &str,
+        local_addr: &str,
+        client: &Netns,
+        client_if: &str,
+        client_mac: &str,
+    ) {
+        let status = Command::new("ip")
+            .args([
+                "link",
+                "add",
+                local_if,
+                "netns",
+                self.name(),
+                "type",
+                "veth",
+            ])
+            .args(["peer", "name", client_if, "netns", client.name()])
+            .status()
+            .expect("run ip link add");
+        assert!(status.success(), "ip link add {local_if} failed");
+        self.exec_checked(&["ip", "addr", "add", local_addr, "dev", local_if]);
+        self.exec_checked(&["ip", "link", "set", local_if, "up"]);
+        client.exec_checked(&["ip", "link", "set", client_if, "address", client_mac]);
+        client.exec_checked(&["ip", "link", "set", client_if, "up"]);
+    }
+
+    /// Runs the tool `args[0]` (which must be installed) inside the namespace and returns
+    /// its output, whether it succeeded or not.
+    pub fn output(&self, args: &[&str]) -> Output {
+        let (program, rest) = args.split_first().expect("a program to run");
+        self.command(require_tool(program))
+            .args(rest)
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run {program}: {err}"))
+    }
+
     /// Runs `body` on a new thread that lives in this namespace: every socket it opens, and
     /// every thread it spawns, is inside. The namespace must outlive the thread.
     pub fn spawn_inside<T, F>(&self, body: F) -> JoinHandle<T>
