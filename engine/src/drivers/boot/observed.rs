@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rivet_pxe::dhcp::Silence;
 use rivet_pxe::observe::{BootOffered, DhcpAnswer, HttpFetch, TftpOutcome};
 use rivet_pxe::{BootObserver, Observation, ObservationKind};
 
@@ -25,8 +26,9 @@ pub(super) struct BootLog {
 struct Seen {
     dhcp: Option<Timestamp>,
     answered: Option<DhcpAnswered>,
-    /// The last silence since the last answer, and why.
-    silence: Option<(Timestamp, String)>,
+    /// The last silence since the last answer, and why (rendered only when asked for: a
+    /// segment full of machines Rivet ignores must not cost an allocation per request).
+    silence: Option<(Timestamp, Silence)>,
     ipxe: Option<Timestamp>,
     script: Option<Timestamp>,
     agent: Option<Timestamp>,
@@ -52,7 +54,7 @@ impl BootLog {
             dhcp_silence: seen
                 .silence
                 .filter(|(at, _)| *at >= since)
-                .map(|(_, why)| why),
+                .map(|(_, why)| why.to_string()),
             ipxe_fetched: recent(seen.ipxe),
             script_fetched: recent(seen.script),
             agent_fetched: recent(seen.agent),
@@ -83,7 +85,7 @@ impl BootLog {
                         });
                         seen.silence = None;
                     }
-                    DhcpAnswer::Silent(why) => seen.silence = Some((at, why.to_string())),
+                    DhcpAnswer::Silent(why) => seen.silence = Some((at, why.clone())),
                     _ => {}
                 }
             }
@@ -135,7 +137,6 @@ fn timestamp(at: SystemTime) -> Timestamp {
 mod tests {
     use std::time::Duration;
 
-    use rivet_pxe::dhcp::Silence;
     use rivet_pxe::observe::MessageType;
 
     use super::*;
