@@ -77,9 +77,12 @@ if [ "$(id -u)" -eq 0 ]; then
     || { echo "agent-image: the staged rivet-agent does not start (missing libraries?)" >&2; exit 1; }
 fi
 
-# Drivers for common storage and NICs, their dependencies, and the file systems of boot
-# media and config drives. modprobe resolves the dependencies; depmod indexes the result.
+# Drivers for common storage and NICs, their dependencies, the file systems of boot
+# media and config drives, and the ACPI power button with the event interface the agent
+# reads it through (both modules in Debian's kernel). modprobe resolves the dependencies;
+# depmod indexes the result.
 modules=(
+  button evdev
   virtio_pci virtio_blk virtio_scsi virtio_net
   nvme ahci ata_piix sd_mod sr_mod megaraid_sas mpt3sas
   usb-storage uas xhci_pci ehci_pci ohci_pci uhci_hcd

@@ -12,4 +12,7 @@ banner "Streaming a qcow2 image over HTTP to disk, verified inline (rivet image)
 scripts/demo/images.sh
 
 banner "A lab VM behind ipmi_sim: inspected by the agent, provisioned, booted from its disk (rivet lab)"
-scripts/demo/lab.sh
+scripts/demo/lab.sh ipmi
+
+banner "The same through Redfish: a libvirt VM behind sushy-tools (rivet lab --bmc redfish)"
+scripts/demo/lab.sh redfish

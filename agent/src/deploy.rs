@@ -9,11 +9,12 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rivet_images::{
     Checksum, ChecksumAlgorithm, Container, DeclaredFormat, DiskFormat, ImageError, ImageSource,
-    ProgressCallback, StreamingMode, VerifiedDigest, WriteOptions, ZeroPolicy,
+    Phase, ProgressCallback, StreamingMode, VerifiedDigest, WriteOptions, ZeroPolicy,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -23,6 +24,7 @@ use crate::configdrive::{self, ConfigDrive, ConfigDriveError, Placement};
 use crate::disk::{Access, Disk, DiskError};
 use crate::hints::{HintSet, SelectError, select_root_disk};
 use crate::inventory::DiskInventory;
+use crate::shutdown;
 
 /// Why a deploy failed.
 #[derive(Debug, Error)]
@@ -269,6 +271,11 @@ pub fn deploy(
 ) -> Result<DeployReport, DeployError> {
     let started = Instant::now();
     let path = disk.path.clone();
+    // Registered from the start (a clean comes first), finishing once the image is
+    // verified, and gone when this returns: the progress callback holds it weakly, so a
+    // callback the pipeline kept could not leave the disk looking busy, to be wiped by a
+    // later power-off.
+    let work = Arc::new(shutdown::coordinator().begin(&path));
     let (disk_size, is_file) = Disk::open(&path, Access::ReadWrite)
         .map(|disk| (disk.size(), !disk.is_block_device()))
         .map_err(|source| DeployError::Open {
@@ -305,7 +312,7 @@ pub fn deploy(
         format: request.format,
         checksum: request.checksum.clone(),
         zero_policy,
-        progress,
+        progress: Some(gate_commit(Arc::downgrade(&work), progress)),
         // A file standing in for a disk would otherwise grow to fit any image.
         size_limit: is_file.then_some(disk_size),
         ..WriteOptions::default()
@@ -370,6 +377,25 @@ pub fn deploy(
         config_drive,
         write_duration,
         duration: started.elapsed(),
+    })
+}
+
+/// Forwards the pipeline's progress, and tells the shutdown coordinator when the verified
+/// image starts being committed: from then on a power-off lets the deploy finish, before
+/// that it wipes the disk's ends.
+fn gate_commit(
+    work: Weak<shutdown::DiskWork<'static>>,
+    progress: Option<ProgressCallback>,
+) -> ProgressCallback {
+    Arc::new(move |update: &rivet_images::Progress| {
+        if update.phase == Phase::Committing
+            && let Some(work) = work.upgrade()
+        {
+            work.finishing();
+        }
+        if let Some(progress) = &progress {
+            progress(update);
+        }
     })
 }
 

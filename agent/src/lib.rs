@@ -24,6 +24,11 @@
 //!   [`machine::Machine`] is the handler that does them on this machine, which is what
 //!   `rivet-agent run` uses when the command line carries `rivet.url=`.
 //!
+//! - [`power_button`], [`shutdown`], [`power`]: the ACPI power button (a BMC's soft
+//!   power-off) read from its event device; what a power-off does to disk work in progress
+//!   (a finishing image is let finish, a disk being overwritten has its ends zeroed); the
+//!   power-off itself, only in the ramdisk.
+//!
 //! Not yet: partition images and boot-loader installation, config drives fetched from a URL.
 //!
 //! Everything that reads the machine goes through [`sysfs::SysRoot`], so it runs unchanged on
@@ -42,5 +47,8 @@ mod ioctl;
 pub mod job;
 pub mod machine;
 pub mod partition;
+pub mod power;
+pub mod power_button;
 pub mod run;
+pub mod shutdown;
 pub mod sysfs;

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use nix::sys::reboot::RebootMode;
 use rivet_agent::channel::{self, ChannelParams, Client, ClientConfig};
 use rivet_agent::clean::{self, CleanMode, CleanOptions, CleanTarget};
 use rivet_agent::configdrive::{self, ConfigDrive};
@@ -18,6 +20,7 @@ use rivet_agent::job::{self, After};
 use rivet_agent::machine::Machine;
 use rivet_agent::run;
 use rivet_agent::sysfs::SysRoot;
+use rivet_agent::{power, power_button, shutdown};
 
 /// Rivet's ramdisk agent: inventory, disk cleaning, image deployment.
 #[derive(Debug, Parser)]
@@ -380,6 +383,7 @@ fn run_job() -> anyhow::Result<ExitCode> {
     let line = run::kernel_command_line(&sys);
     let addresses = live_addresses();
     let inventory = Inventory::collect(&sys, &addresses);
+    watch_power_button(&sys);
     println!("{}", run::ready_line(&inventory));
     let succeeded = if line.has(channel::params::PARAM_URL) {
         serve_engine(&line, &inventory)
@@ -389,7 +393,9 @@ fn run_job() -> anyhow::Result<ExitCode> {
         result.succeeded
     };
     nix::unistd::sync();
-    after_job(job::after_action(&line).unwrap_or(After::PowerOff));
+    // Exactly when /init starts its debug shell once the agent exits.
+    let debug = line.has("rivet.debug") && matches!(line.get("rivet.debug"), None | Some("1"));
+    after_job(job::after_action(&line).unwrap_or(After::PowerOff), debug);
     Ok(if succeeded {
         ExitCode::SUCCESS
     } else {
@@ -435,34 +441,107 @@ fn serve_engine(line: &rivet_agent::cmdline::KernelCommandLine, inventory: &Inve
 
 /// Powers off or reboots as `rivet.after=` says — only where that belongs: the agent's
 /// ramdisk. Anywhere else (someone trying `run` on a workstation) the machine is left alone.
-fn after_job(after: After) {
-    // The kernel's initramfs root is ramfs (or tmpfs); `nix` names only the latter.
-    let ramfs = nix::sys::statfs::FsType(0x8584_58f6);
-    let in_ramdisk = nix::sys::statfs::statfs("/").is_ok_and(|fs| {
-        let kind = fs.filesystem_type();
-        kind == ramfs || kind == nix::sys::statfs::TMPFS_MAGIC
-    });
-    if !in_ramdisk {
+/// Staying up in the ramdisk keeps the agent running so the power button still works,
+/// unless `rivet.debug` wants `/init`'s shell, which starts when the agent exits.
+fn after_job(after: After, debug: bool) {
+    if !power::in_ramdisk() {
         eprintln!("rivet-agent: not booted as the agent ramdisk; leaving the power alone");
-    } else {
-        let mode = match after {
-            After::PowerOff => Some(nix::sys::reboot::RebootMode::RB_POWER_OFF),
-            After::Reboot => Some(nix::sys::reboot::RebootMode::RB_AUTOBOOT),
-            After::Stay => None,
-        };
-        if let Some(mode) = mode {
-            println!(
-                "rivet-agent: {}",
-                if after == After::Reboot {
-                    "rebooting"
-                } else {
-                    "powering off"
+        return;
+    }
+    let (mode, doing) = match after {
+        After::PowerOff => (RebootMode::RB_POWER_OFF, "powering off"),
+        After::Reboot => (RebootMode::RB_AUTOBOOT, "rebooting"),
+        After::Stay if debug => return,
+        After::Stay => {
+            println!("rivet-agent: staying up (rivet.after=stay); the power button powers off");
+            loop {
+                std::thread::park();
+            }
+        }
+    };
+    println!("rivet-agent: {doing}");
+    let err = power::reboot(mode);
+    eprintln!("rivet-agent: could not {after:?}: {err}");
+}
+
+/// How long a power-off waits for a verified image to be committed (2 MiB, the GPT fix-up,
+/// the config drive) before it cuts the power anyway.
+const FINISHING_LIMIT: Duration = Duration::from_secs(30);
+/// How long wiping the ends of interrupted disks may take (a disk in the middle of an
+/// NVMe format may not answer at all).
+const WIPE_LIMIT: Duration = Duration::from_secs(15);
+
+/// In the ramdisk, acts on the ACPI power button — a BMC's soft power-off — whatever the
+/// agent is doing: see [`power_off_by_button`].
+fn watch_power_button(sys: &SysRoot) {
+    if !power::in_ramdisk() {
+        return;
+    }
+    let buttons = power_button::find_power_buttons(sys);
+    if buttons.is_empty() {
+        eprintln!("rivet-agent: no power button found; a soft power-off will not be seen");
+        return;
+    }
+    let pressed = Arc::new(std::sync::Once::new());
+    let on_press: power_button::OnPress = Arc::new(move |button: &power_button::PowerButton| {
+        let event = button.event.clone();
+        pressed.call_once(|| power_off_by_button(&event));
+    });
+    for (button, err) in power_button::watch(&buttons, &on_press) {
+        eprintln!(
+            "rivet-agent: cannot read the power button {}: {err}",
+            button.device.display()
+        );
+    }
+}
+
+/// The power button was pressed: no disk work starts or finishes from now on; a verified
+/// image being committed is let finish; every disk being overwritten (an image streaming
+/// in, a clean) has its first and last MiB zeroed so it holds no partition table and
+/// cannot boot; then file systems are synced and the machine powers off. Nothing is
+/// reported to the engine, which sees the agent disconnect.
+fn power_off_by_button(event: &str) {
+    println!("rivet-agent: power button pressed ({event}); stopping");
+    let plan = shutdown::coordinator().power_off(FINISHING_LIMIT);
+    for disk in &plan.unfinished {
+        println!(
+            "rivet-agent: {} did not finish committing its image in time; powering off anyway",
+            disk.display()
+        );
+    }
+    if !plan.wipe.is_empty() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for disk in plan.wipe {
+            let done_tx = done_tx.clone();
+            std::thread::spawn(move || {
+                let result = shutdown::zero_ends(&disk);
+                let _ = done_tx.send((disk, result));
+            });
+        }
+        drop(done_tx);
+        let deadline = Instant::now() + WIPE_LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match done_rx.recv_timeout(left) {
+                Ok((disk, Ok(()))) => println!(
+                    "rivet-agent: {} was being written; its partition tables are wiped",
+                    disk.display()
+                ),
+                Ok((disk, Err(err))) => println!(
+                    "rivet-agent: {} was being written and could not be wiped: {err}",
+                    disk.display()
+                ),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    println!("rivet-agent: wiping did not finish in time; powering off anyway");
+                    break;
                 }
-            );
-            let err = nix::sys::reboot::reboot(mode).err();
-            eprintln!("rivet-agent: could not {after:?}: {err:?}");
+            }
         }
     }
+    println!("rivet-agent: powering off");
+    let err = power::reboot(RebootMode::RB_POWER_OFF);
+    eprintln!("rivet-agent: could not power off: {err}");
 }
 
 fn config_drive(

@@ -7,10 +7,13 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use common::*;
 use rivet_agent::configdrive::{ConfigDrive, Filesystem};
 use rivet_agent::deploy::{self, ChosenDisk, DeployError, DeployRequest};
+use rivet_agent::shutdown::{self, Stage};
+use rivet_images::Phase;
 use rivet_tests::scratch_dir;
 
 const DISK_BYTES: u64 = 256 * MIB;
@@ -53,7 +56,36 @@ fn a_qcow2_lands_byte_for_byte_with_the_backup_moved_and_a_config_drive() {
     .unwrap();
     let source = config_source(dir.path());
     request.config_drive = Some(ConfigDrive::load(&source).unwrap());
-    let report = deploy::deploy(&ChosenDisk::named(&disk, None), &request, None).unwrap();
+    // What a power-off would find, seen from the pipeline's own progress updates.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let progress: rivet_images::ProgressCallback = Arc::new({
+        let (seen, disk) = (seen.clone(), disk.clone());
+        move |update: &rivet_images::Progress| {
+            let stage = shutdown::coordinator()
+                .busy_disks()
+                .into_iter()
+                .find(|(busy, _)| *busy == disk)
+                .map(|(_, stage)| stage);
+            seen.lock().unwrap().push((update.phase, stage));
+        }
+    });
+    let report = deploy::deploy(&ChosenDisk::named(&disk, None), &request, Some(progress)).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let stage_in = |phase| {
+        seen.iter()
+            .find(|(seen, _)| *seen == phase)
+            .unwrap_or_else(|| panic!("no {phase} update in {seen:?}"))
+            .1
+    };
+    assert_eq!(stage_in(Phase::Streaming), Some(Stage::Destroying));
+    assert_eq!(stage_in(Phase::Committing), Some(Stage::Finishing));
+    // Once deployed the disk is nobody's work: a power-off now must leave it alone.
+    assert!(
+        !shutdown::coordinator()
+            .busy_disks()
+            .iter()
+            .any(|(busy, _)| *busy == disk)
+    );
 
     assert_eq!(report.format.to_string(), "qcow2");
     assert_eq!(report.virtual_size, IMAGE_BYTES);
@@ -183,6 +215,12 @@ fn refusals_and_bad_requests_leave_the_disk_as_it_was() {
     let err = deploy::deploy(&ChosenDisk::named(&big, None), &request, None).unwrap_err();
     assert!(err.chain().contains("declared raw"), "{}", err.chain());
     assert_eq!(std::fs::read(&big).unwrap(), big_before);
+    // A failed deploy leaves no disk registered as being written either.
+    let busy = shutdown::coordinator().busy_disks();
+    assert!(
+        !busy.iter().any(|(disk, _)| *disk == big || *disk == small),
+        "{busy:?}"
+    );
 
     // A missing disk, a config drive that cannot be read: refused before anything happens.
     let err = deploy::deploy(

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
@@ -14,6 +14,7 @@ use rivet_agent::hints::{HintSet, select_root_disk};
 use rivet_agent::inventory::{BootMode, Inventory, Transport};
 use rivet_model::StorageType;
 use rivet_tests::qemu::Firmware;
+use rivet_tests::qmp::Qmp;
 use rivet_tests::scratch_dir;
 use serde_json::json;
 
@@ -898,4 +899,141 @@ fn vm_deploy_after_an_erase_skips_zero_ranges_and_they_read_as_zero() {
             .all(|b| *b == 0),
         "noise survived past the image"
     );
+}
+
+/// A guest whose agent waits for an engine that never answers (it retries for ever, as it
+/// does while a real engine is down), with QMP to press its power button.
+fn power_button_guest(dir: &Path, name: &str, params: &str) -> (rivet_tests::qemu::Guest, Qmp) {
+    let socket = Qmp::socket(dir, name);
+    let mut guest = JobGuest::direct(name, dir, params)
+        .args(Qmp::args(&socket))
+        .start();
+    guest.wait_for_serial(rivet_agent::console::READY, JOB_TIMEOUT);
+    let qmp = Qmp::connect(&socket, Duration::from_secs(30));
+    (guest, qmp)
+}
+
+/// Presses the ACPI power button (what a BMC's soft power-off does) and waits for the
+/// guest to power itself off: QEMU exits when it does. Returns the console.
+fn press_and_wait_for_power_off(guest: &mut rivet_tests::qemu::Guest, qmp: &mut Qmp) -> String {
+    assert!(
+        !guest.has_exited(),
+        "the guest stopped before the button was pressed"
+    );
+    let pressed = Instant::now();
+    qmp.execute("system_powerdown", json!({}));
+    // Polled finely here only to print a useful figure; nothing is asserted on it.
+    while !guest.has_exited() && pressed.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    guest.wait_for_exit(Duration::from_secs(1));
+    eprintln!(
+        "the guest powered off {:.2} s after system_powerdown",
+        pressed.elapsed().as_secs_f64()
+    );
+    guest.serial()
+}
+
+#[test]
+fn vm_the_power_button_powers_off_an_agent_waiting_for_its_engine() {
+    let dir = scratch_dir("vm-power-button");
+    let fingerprint = format!("sha256:{}", "ab".repeat(32));
+    let (mut guest, mut qmp) = power_button_guest(
+        dir.path(),
+        "power-button",
+        &format!("rivet.url=https://10.0.2.2:9/ rivet.ca={fingerprint} rivet.token=never-used"),
+    );
+    guest.wait_for_serial("connecting to the engine", JOB_TIMEOUT);
+    let serial = press_and_wait_for_power_off(&mut guest, &mut qmp);
+    assert!(
+        serial.contains("rivet-agent: power button pressed (event"),
+        "{serial}"
+    );
+    assert!(serial.contains("rivet-agent: powering off"), "{serial}");
+    assert!(!serial.contains("partition tables are wiped"), "{serial}");
+}
+
+/// The button pressed while an image streams onto a disk that held an old GPT: the image
+/// server stops sending half-way, the button is pressed, and the disk must come back with
+/// both ends zeroed — no old table over half a new image, nothing that boots — and no
+/// result claiming anything.
+#[test]
+fn vm_the_power_button_during_a_deploy_wipes_the_half_written_disk() {
+    let dir = scratch_dir("vm-power-button-deploy");
+    let image = dir.path().join("image.raw");
+    let content = noise(24 * MIB as usize, 0x5eed);
+    std::fs::write(&image, &content).unwrap();
+    let checksum = sha256_file(&image);
+    let half = 12 * MIB;
+    let server = rivet_tests::http::FaultyServer::start(
+        &image,
+        rivet_tests::http::Faults {
+            cut_after: Some(half),
+            cuts: usize::MAX,
+            stall: Some(Duration::from_secs(600)),
+            ..Default::default()
+        },
+    );
+    let target = dir.path().join("target.raw");
+    sparse_file(&target, 64 * MIB);
+    run("sgdisk", &["-n1:0:0", target.to_str().unwrap()]);
+    let hints = hints_param(json!({"serialNumber": "TARGET"}));
+    let url = server
+        .url("image.raw")
+        .replace("//127.0.0.1:", "//10.0.2.2:");
+    let socket = Qmp::socket(dir.path(), "power-button-deploy");
+    let mut guest = JobGuest::direct(
+        "power-button-deploy",
+        dir.path(),
+        &format!(
+            "rivet.job=deploy rivet.hints={hints} rivet.image={url} \
+             rivet.image.checksum={checksum}"
+        ),
+    )
+    .args(Qmp::args(&socket))
+    .args([
+        "-netdev",
+        "user,id=n0",
+        "-device",
+        "virtio-net-pci,netdev=n0",
+    ])
+    .virtio_disk(&target, "target", "", ",serial=TARGET")
+    .start();
+    let mut qmp = Qmp::connect(&socket, Duration::from_secs(30));
+    guest.wait_for_serial("deploying", JOB_TIMEOUT);
+    rivet_tests::wait_until("the guest to fetch the image", JOB_TIMEOUT, || {
+        !server.requests().is_empty()
+    });
+    // The first half arrives in well under a second; give the guest's writer time to
+    // put it into the page cache (the power-off syncs it to the disk).
+    std::thread::sleep(Duration::from_secs(5));
+    let serial = press_and_wait_for_power_off(&mut guest, &mut qmp);
+
+    assert!(
+        serial.contains("rivet-agent: power button pressed (event"),
+        "{serial}"
+    );
+    assert!(
+        serial.contains("/dev/vda was being written; its partition tables are wiped"),
+        "{serial}"
+    );
+    assert!(
+        !serial.contains(rivet_agent::console::RESULT_BEGIN),
+        "{serial}"
+    );
+    let disk = std::fs::read(&target).unwrap();
+    assert_eq!(disk.len() as u64, 64 * MIB);
+    let end = 63 * MIB as usize;
+    assert!(
+        disk[..MIB as usize].iter().all(|&b| b == 0),
+        "the first MiB"
+    );
+    assert!(disk[end..].iter().all(|&b| b == 0), "the last MiB");
+    // The image was really being written: its second MiB is on the disk.
+    let second = MIB as usize..2 * MIB as usize;
+    assert!(
+        disk[second.clone()] == content[second],
+        "nothing of the image was written"
+    );
+    assert_unbootable(&target);
 }

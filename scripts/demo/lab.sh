@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Demo of `rivet lab`: one QEMU (TCG) host behind OpenIPMI's ipmi_sim, the engine with its
-# real drivers on the lab bridge, and the Rivet agent booted over the network:
+# Demo of `rivet lab`: one QEMU (TCG) host behind a BMC emulator others wrote — OpenIPMI's
+# ipmi_sim (`lab.sh ipmi`, the default) or sushy-tools in front of libvirt (`lab.sh
+# redfish`) —, the engine with its real drivers on the lab bridge, and the Rivet agent
+# booted over the network:
 #   lab up → inspect (agent) → provision a generated qcow2 over HTTP with its sha256 →
-#   the VM boots from the disk the agent wrote and its marker shows on the serial console →
+#   the VM boots from the disk the agent wrote (SeaBIOS through its MBR boot code with
+#   ipmi_sim; OVMF through GRUB on its ESP with Redfish) and its marker shows on the serial
+#   console →
 #   the host's timeline → lab down.
 # Needs root. Prints the wall time of every phase. Cleans up after itself.
 set -euo pipefail
@@ -10,15 +14,23 @@ cd "$(dirname "$0")/../.."
 rivet=${RIVET:-target/debug/rivet}
 [ -x "$rivet" ] || cargo build --quiet -p rivet-engine --bin rivet
 rivet=$(realpath "$rivet")
+bmc=${1:-ipmi}
+case "$bmc" in
+  ipmi) needs=ipmi_sim; bmc_name=IPMI ;;
+  redfish) needs=libvirtd; bmc_name=Redfish ;;
+  *) echo "usage: $0 [ipmi|redfish]" >&2; exit 2 ;;
+esac
 
 [ "$(id -u)" = 0 ] || { echo "demo: rivet lab needs root" >&2; exit 1; }
-for tool in qemu-img sfdisk sha256sum ipmi_sim qemu-system-x86_64; do
+for tool in qemu-img sgdisk mkfs.fat mmd mcopy grub-mkstandalone sha256sum "$needs" qemu-system-x86_64; do
   command -v "$tool" >/dev/null || { echo "demo: $tool is missing; run just deps" >&2; exit 1; }
 done
 
 name=demo
 marker=RIVET-LAB-DISK-BOOTED
 work=$(mktemp -d /tmp/rivet-demo-lab.XXXXXX)
+# A Redfish lab's libvirtd runs as nobody and must reach the lab's disks.
+chmod 755 "$work"
 state=$work/lab
 cleanup() {
   "$rivet" lab down --name "$name" >/dev/null 2>&1 || true
@@ -38,25 +50,34 @@ end() {
   printf '\033[2m(%s: %.1f s)\033[0m\n' "$phase_name" "$took"
 }
 
-begin "lab up (1 host, IPMI)"
-show "$rivet" lab up --name "$name" --hosts 1 --state-dir "$state"
+begin "lab up (1 host, $bmc_name)"
+# sushy-emulator lives in the venv `just deps` made.
+PATH="$PWD/target/venv/bin:$PATH" show "$rivet" lab up --name "$name" --hosts 1 --bmc "$bmc" --state-dir "$state"
 end
 in_lab() { ip netns exec "rivet-$name" "$rivet" "$@"; }
 host() { in_lab host --url https://10.77.0.1:8443 --state-dir "$state/engine" "$@"; }
 serial=$state/hosts/node-1/serial.log
 
 begin "generate the disk image"
-# A 32 MiB disk with an MBR partition table whose boot code prints the marker on COM1 and
-# halts: cli; xor ax,ax; mov ds,ax; mov si,msg; mov dx,0x3f8; .l: lodsb; test al,al;
-# jz .h; out dx,al; jmp .l; .h: hlt; jmp .h; msg: db …, 0 (the message at 0x7c16).
-truncate -s 32M "$work/disk.raw"
-echo 'label: dos
-start=2048, type=83' | sfdisk -q "$work/disk.raw"
+# A 64 MiB GPT disk that prints the marker however it is booted:
+# - UEFI: its EFI system partition holds \EFI\BOOT\BOOTX64.EFI, a GRUB built by
+#   grub-mkstandalone whose embedded grub.cfg echoes the marker;
+# - BIOS: the protective MBR's boot code prints it on COM1 and halts: cli; xor ax,ax;
+#   mov ds,ax; mov si,msg; mov dx,0x3f8; .l: lodsb; test al,al; jz .h; out dx,al; jmp .l;
+#   .h: hlt; jmp .h; msg: db …, 0 (the message at 0x7c16).
+truncate -s 64M "$work/disk.raw"
+sgdisk -n 1:2048:+32M -t 1:ef00 -c 1:ESP "$work/disk.raw" >/dev/null
+mkfs.fat -F 16 --offset=2048 "$work/disk.raw" 32768 >/dev/null
+printf 'echo %s\nsleep 600\n' "$marker" > "$work/grub.cfg"
+grub-mkstandalone -O x86_64-efi -o "$work/BOOTX64.EFI" \
+  --install-modules="normal echo sleep configfile" --modules="" --locales="" --fonts="" --themes="" \
+  "boot/grub/grub.cfg=$work/grub.cfg"
+mmd -i "$work/disk.raw@@1M" ::/EFI ::/EFI/BOOT
+mcopy -i "$work/disk.raw@@1M" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
 {
   printf '\xfa\x31\xc0\x8e\xd8\xbe\x16\x7c\xba\xf8\x03\xac\x84\xc0\x74\x03\xee\xeb\xf8\xf4\xeb\xfd'
   printf '%s\r\n\0' "$marker"
 } | dd of="$work/disk.raw" conv=notrunc status=none
-printf '\x55\xaa' | dd of="$work/disk.raw" bs=1 seek=510 conv=notrunc status=none
 mkdir -p "$state/files/images"
 show qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$state/files/images/demo.qcow2"
 sha=$(sha256sum "$state/files/images/demo.qcow2" | cut -c1-64)
@@ -83,7 +104,7 @@ until grep -q "$marker" "$serial" 2>/dev/null; do
 done
 end
 echo "serial console of node-1, from its last boot:"
-grep -a -e 'Booting from' -e "$marker" "$serial" | tail -n 2 | sed 's/^/  | /'
+grep -a -e 'Booting from' -e 'BdsDxe: starting' -e "$marker" "$serial" | tail -n 2 | sed 's/^/  | /'
 
 step "keep it on (it was enrolled offline)"
 show host power node-1 on --wait --timeout 300

@@ -9,6 +9,7 @@
 
 pub mod block;
 mod daemon;
+mod dnsmasq;
 pub mod fault_proxy;
 pub mod http;
 mod ipmi_sim;
@@ -20,12 +21,14 @@ mod power_switch;
 mod process;
 mod pyghmi_bmc;
 pub mod qemu;
+pub mod qmp;
 pub mod sushy;
 mod tools;
 mod udhcpc;
 mod udp_relay;
 
 pub use daemon::Daemon;
+pub use dnsmasq::AddressServer;
 pub use ipmi_sim::{IPMI_OPERATOR, IPMI_PASSWORD, IPMI_USER, IpmiSim, ipmitool, udp_port_taken};
 pub use net::{Netns, free_tcp_port, free_udp_port, tcp_port_open};
 pub use paths::{cargo_bin, fixture, scratch_dir, workspace_root};

@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::net::Netns;
 use crate::paths::scratch_dir;
 use crate::process::{ChildGuard, wait_until};
 use crate::tools::{require_root, require_tool};
 
 /// The unprivileged account the daemon and its QEMU processes run as.
-const USER: &str = "nobody";
+pub const USER: &str = "nobody";
 const GROUP: &str = "nogroup";
 
 /// A running private libvirtd.
@@ -32,6 +33,16 @@ impl Libvirtd {
     /// Starts the daemon and creates the `default` storage pool sushy-tools uploads
     /// virtual-media images into.
     pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// Starts the daemon inside `ns`: its domains' tap NICs are that namespace's (create
+    /// them with [`Netns::add_tap_owned`] for [`USER`]).
+    pub fn start_in(ns: &Netns) -> Self {
+        Self::launch(Some(ns))
+    }
+
+    fn launch(ns: Option<&Netns>) -> Self {
         require_root();
         let libvirtd = require_tool("libvirtd");
         let setpriv = require_tool("setpriv");
@@ -61,7 +72,10 @@ impl Libvirtd {
         let log = dir.path().join("libvirtd.log");
         let file = std::fs::File::create(&log).expect("create the libvirtd log");
         let err = file.try_clone().expect("clone the log handle");
-        let mut command = Command::new(setpriv);
+        let mut command = match ns {
+            Some(ns) => ns.command(setpriv),
+            None => Command::new(setpriv),
+        };
         command
             .args([
                 &format!("--reuid={USER}"),
@@ -147,11 +161,11 @@ impl Libvirtd {
         self.virsh(&["dumpxml", name])
     }
 
-    /// Defines a TCG domain with a qcow2 disk, a user-mode NIC (for `Pxe`), an empty SATA
-    /// CD-ROM (for `Cd`) and a serial console to a file; returns the serial log's path.
+    /// Defines a TCG domain with a 64 MiB qcow2 disk, a user-mode NIC (for `Pxe`), an
+    /// empty SATA CD-ROM (for `Cd`) and a serial console to a file; returns the serial
+    /// log's path.
     pub fn define_domain(&self, name: &str, uuid: &str, mac: &str) -> PathBuf {
-        let disks = self.disk_dir();
-        let disk = disks.join(format!("{name}.qcow2"));
+        let disk = self.disk_dir().join(format!("{name}.qcow2"));
         let status = Command::new(require_tool("qemu-img"))
             .args(["create", "-q", "-f", "qcow2"])
             .arg(&disk)
@@ -159,25 +173,60 @@ impl Libvirtd {
             .status()
             .expect("run qemu-img");
         assert!(status.success(), "qemu-img create failed");
+        self.define(&Domain {
+            name,
+            uuid,
+            mac,
+            nic: Nic::User,
+            disk: DomainDisk::Qcow2(&disk),
+            disk_serial: None,
+            memory_mib: 256,
+        })
+    }
+
+    /// Defines `domain` (TCG, q35, SeaBIOS printing on the serial console unless the BMC
+    /// switches it to UEFI, an empty SATA CD-ROM, the serial console to a file); returns
+    /// the serial log's path. Disks must be under [`Self::disk_dir`].
+    pub fn define(&self, domain: &Domain<'_>) -> PathBuf {
+        let Domain {
+            name, uuid, mac, ..
+        } = domain;
+        let disks = self.disk_dir();
         let serial = disks.join(format!("{name}-serial.log"));
         chown_recursive(&disks);
+        let interface = match domain.nic {
+            Nic::User => "<interface type='user'>".to_owned(),
+            Nic::Tap(tap) => {
+                format!("<interface type='ethernet'><target dev='{tap}' managed='no'/>")
+            }
+        };
+        let (format, disk) = match domain.disk {
+            DomainDisk::Qcow2(path) => ("qcow2", path),
+            DomainDisk::Raw(path) => ("raw", path),
+        };
+        let disk_serial = domain
+            .disk_serial
+            .map(|serial| format!("<serial>{serial}</serial>"))
+            .unwrap_or_default();
         let xml = format!(
             "<domain type='qemu'>\n\
              \x20 <name>{name}</name>\n\
              \x20 <uuid>{uuid}</uuid>\n\
-             \x20 <memory unit='MiB'>256</memory>\n\
+             \x20 <memory unit='MiB'>{memory}</memory>\n\
              \x20 <vcpu>1</vcpu>\n\
-             \x20 <os><type arch='x86_64' machine='q35'>hvm</type><boot dev='hd'/></os>\n\
+             \x20 <os><type arch='x86_64' machine='q35'>hvm</type><boot dev='hd'/>\
+             <bios useserial='yes'/></os>\n\
              \x20 <features><acpi/><apic/></features>\n\
              \x20 <devices>\n\
-             \x20   <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
-             <source file='{disk}'/><target dev='vda' bus='virtio'/></disk>\n\
-             \x20   <interface type='user'><mac address='{mac}'/><model type='virtio'/></interface>\n\
+             \x20   <disk type='file' device='disk'><driver name='qemu' type='{format}'/>\
+             <source file='{disk}'/><target dev='vda' bus='virtio'/>{disk_serial}</disk>\n\
+             \x20   {interface}<mac address='{mac}'/><model type='virtio'/></interface>\n\
              \x20   <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
              <target dev='sda' bus='sata'/><readonly/></disk>\n\
-             \x20   <serial type='file'><source path='{serial}'/><target port='0'/></serial>\n\
+             \x20   <serial type='file'><source path='{serial}' append='on'/><target port='0'/></serial>\n\
              \x20 </devices>\n\
              </domain>\n",
+            memory = domain.memory_mib,
             disk = disk.display(),
             serial = serial.display(),
         );
@@ -200,6 +249,35 @@ impl Libvirtd {
             })
             .unwrap_or_default()
     }
+}
+
+/// A domain for [`Libvirtd::define`].
+#[derive(Debug, Clone)]
+pub struct Domain<'a> {
+    pub name: &'a str,
+    pub uuid: &'a str,
+    pub mac: &'a str,
+    pub nic: Nic<'a>,
+    pub disk: DomainDisk<'a>,
+    /// The disk's serial number, as the guest's inventory reports it.
+    pub disk_serial: Option<&'a str>,
+    pub memory_mib: u32,
+}
+
+/// A domain's NIC.
+#[derive(Debug, Clone, Copy)]
+pub enum Nic<'a> {
+    /// QEMU's user-mode network (no PXE server).
+    User,
+    /// An existing tap (in the daemon's namespace) that the domain opens.
+    Tap(&'a str),
+}
+
+/// A domain's disk image.
+#[derive(Debug, Clone, Copy)]
+pub enum DomainDisk<'a> {
+    Qcow2(&'a Path),
+    Raw(&'a Path),
 }
 
 impl Drop for Libvirtd {

@@ -80,6 +80,15 @@ impl Netns {
         self.exec_checked(&["ip", "link", "set", tap, "master", bridge, "up"]);
     }
 
+    /// Creates tap `tap` attached to `bridge` and owned by `user`, so an unprivileged
+    /// QEMU (a session libvirtd's) can open it.
+    pub fn add_tap_owned(&self, tap: &str, bridge: &str, user: &str) {
+        self.exec_checked(&[
+            "ip", "tuntap", "add", "dev", tap, "mode", "tap", "user", user,
+        ]);
+        self.exec_checked(&["ip", "link", "set", tap, "master", bridge, "up"]);
+    }
+
     /// Joins two namespaces with a veth pair and addresses (CIDR) on each end.
     pub fn link(
         &self,

@@ -19,7 +19,8 @@ pub struct PowerOn {
 
 /// Follows the chassis-control log of an [`crate::IpmiSim`] state directory (every 100 ms,
 /// every `set` in order): `power 1` starts the n-th guest (0-based) with
-/// `start(n, boot_device)`, `power 0` kills it (a hard power-off). A guest that exits by itself (it powered off,
+/// `start(n, boot_device)`, `power 0` kills it (a hard power-off), `shutdown 1` (a soft
+/// power-off) presses its ACPI power button when it has QMP. A guest that exits by itself (it powered off,
 /// or rebooted under `-no-reboot`) turns the power off, as a real machine's BMC would see.
 /// Stops watching and kills the guest on drop.
 pub struct PowerSwitch {
@@ -57,6 +58,12 @@ impl PowerSwitch {
                     for line in &lines[seen.min(lines.len())..] {
                         match *line {
                             "power 0" => guest = None,
+                            // ipmi_sim's soft power-off: the ACPI power button.
+                            "shutdown 1" => {
+                                if let Some(running) = guest.as_mut() {
+                                    running.press_power_button();
+                                }
+                            }
                             "power 1" if guest.is_none() => {
                                 let boot_device = read(&dir, "boot");
                                 let mut all = power_ons.lock().unwrap();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::net::Netns;
 use crate::process::ChildGuard;
+use crate::qmp::Qmp;
 use crate::tools::require_tool;
 
 /// The host's Debian kernel, which boots under TCG in about two seconds of guest time.
@@ -44,6 +45,7 @@ pub struct GuestBuilder {
     memory_mib: u32,
     firmware: Firmware,
     netns: Option<String>,
+    qmp: bool,
     args: Vec<OsString>,
 }
 
@@ -54,8 +56,15 @@ impl GuestBuilder {
             memory_mib: 512,
             firmware: Firmware::Bios,
             netns: None,
+            qmp: false,
             args: Vec::new(),
         }
+    }
+
+    /// Gives the guest a QMP socket, so [`Guest::press_power_button`] works.
+    pub fn with_qmp(mut self) -> Self {
+        self.qmp = true;
+        self
     }
 
     pub fn memory_mib(mut self, mib: u32) -> Self {
@@ -162,11 +171,16 @@ impl GuestBuilder {
                     .arg(format!("if=pflash,format=raw,file={}", vars.display()));
             }
         }
+        let qmp_socket = self.qmp.then(|| Qmp::socket(dir, &self.name));
+        if let Some(socket) = &qmp_socket {
+            command.args(Qmp::args(socket));
+        }
         command.args(&self.args);
         let child = ChildGuard::spawn(&format!("qemu guest {}", self.name), &mut command);
         Guest {
             name: self.name,
             serial_log,
+            qmp_socket,
             child,
         }
     }
@@ -177,10 +191,24 @@ impl GuestBuilder {
 pub struct Guest {
     name: String,
     serial_log: PathBuf,
+    qmp_socket: Option<PathBuf>,
     child: ChildGuard,
 }
 
 impl Guest {
+    /// Presses the ACPI power button (what a BMC's soft power-off does); `false` when the
+    /// guest was started without [`GuestBuilder::with_qmp`] or has exited already.
+    pub fn press_power_button(&mut self) -> bool {
+        match &self.qmp_socket {
+            Some(socket) if self.child.try_wait().is_none() => {
+                Qmp::connect(socket, Duration::from_secs(10))
+                    .execute("system_powerdown", serde_json::json!({}));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Everything the guest has printed on its serial console so far.
     pub fn serial(&self) -> String {
         std::fs::read(&self.serial_log)

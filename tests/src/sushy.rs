@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::net::{free_tcp_port, tcp_port_open};
+use crate::net::{Netns, free_tcp_port, tcp_port_open};
 use crate::paths::scratch_dir;
 use crate::process::ChildGuard;
 use crate::tools::venv_tool;
@@ -51,6 +51,9 @@ pub enum SushyDriver {
     Libvirt(String),
 }
 
+/// Where [`SushyEmulator::start_in`] listens inside its namespace (on 127.0.0.1).
+pub const SUSHY_NETNS_PORT: u16 = 8000;
+
 /// A PEM certificate and key for TLS peers.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -71,9 +74,23 @@ pub struct SushyEmulator {
 impl SushyEmulator {
     /// Starts the emulator with HTTP Basic authentication (`admin`/`password`).
     pub fn start(driver: SushyDriver, tls: Option<TlsFiles>) -> Self {
+        Self::launch(driver, tls, None)
+    }
+
+    /// Starts the emulator inside `ns`, on its loopback at [`SUSHY_NETNS_PORT`] (plain HTTP).
+    pub fn start_in(ns: &Netns, driver: SushyDriver) -> Self {
+        Self::launch(driver, None, Some(ns))
+    }
+
+    fn launch(driver: SushyDriver, tls: Option<TlsFiles>, ns: Option<&Netns>) -> Self {
         let program = venv_tool("sushy-emulator");
         let dir = scratch_dir("sushy");
-        let port = free_tcp_port();
+        // A fresh namespace has every port free.
+        let port = if ns.is_some() {
+            SUSHY_NETNS_PORT
+        } else {
+            free_tcp_port()
+        };
         let htpasswd = dir.path().join("htpasswd");
         std::fs::write(&htpasswd, HTPASSWD).expect("write htpasswd");
         // Python config files expand nothing, so every path is written out in full.
@@ -108,13 +125,15 @@ impl SushyEmulator {
                 config.push_str("]\n");
             }
             SushyDriver::Libvirt(uri) => {
+                // Legacy needs a path too: without one sushy writes a `<loader>` with none,
+                // which libvirt refuses ("no loader path specified").
                 let _ = write!(
                     config,
                     "SUSHY_EMULATOR_LIBVIRT_URI = '{uri}'\n\
                      SUSHY_EMULATOR_IGNORE_BOOT_DEVICE = False\n\
                      SUSHY_EMULATOR_BOOT_LOADER_MAP = {{\n\
                      \x20   'UEFI': {{'x86_64': '/usr/share/OVMF/OVMF_CODE_4M.fd'}},\n\
-                     \x20   'Legacy': {{'x86_64': None}}}}\n\
+                     \x20   'Legacy': {{'x86_64': '/usr/share/seabios/bios-256k.bin'}}}}\n\
                      SUSHY_EMULATOR_SECURE_BOOT_DISABLED_NVRAM = '/usr/share/OVMF/OVMF_VARS_4M.fd'\n"
                 );
             }
@@ -130,9 +149,17 @@ impl SushyEmulator {
         let config_path = dir.path().join("emulator.conf");
         std::fs::write(&config_path, config).expect("write the sushy-emulator config");
         let log = dir.path().join("emulator.log");
-        let mut command = Command::new(program);
+        let mut command = match ns {
+            Some(ns) => ns.command(program),
+            None => Command::new(program),
+        };
         command.arg("--config").arg(&config_path);
-        let child = spawn_logged("sushy-emulator", &mut command, &log, port);
+        let ready = match ns {
+            // The port is not reachable from here; the web server says when it listens.
+            Some(_) => Ready::LogLine("Running on"),
+            None => Ready::Port(port),
+        };
+        let child = spawn_logged("sushy-emulator", &mut command, &log, ready);
         Self {
             port,
             tls: tls.is_some(),
@@ -191,7 +218,7 @@ impl SushyStatic {
                 .arg(&tls.key);
         }
         let log = dir.path().join("static.log");
-        let child = spawn_logged("sushy-static", &mut command, &log, port);
+        let child = spawn_logged("sushy-static", &mut command, &log, Ready::Port(port));
         Self {
             port,
             tls: tls.is_some(),
@@ -232,7 +259,7 @@ impl HttpFileServer {
                 "--directory",
             ])
             .arg(dir);
-        let child = spawn_logged("http.server", &mut command, &log, port);
+        let child = spawn_logged("http.server", &mut command, &log, Ready::Port(port));
         Self {
             port,
             _child: child,
@@ -250,16 +277,27 @@ fn base_url(port: u16, tls: bool) -> String {
     format!("{scheme}://127.0.0.1:{port}")
 }
 
-/// Starts `command` with its output in `log` and waits until it listens on `port`; fails
-/// the test with the log if it exits or never listens.
-fn spawn_logged(name: &str, command: &mut Command, log: &Path, port: u16) -> ChildGuard {
+/// How [`spawn_logged`] knows a server is up.
+enum Ready {
+    /// It accepts connections on this loopback port.
+    Port(u16),
+    /// Its log has a line containing this.
+    LogLine(&'static str),
+}
+
+/// Starts `command` with its output in `log` and waits until it is ready; fails the test
+/// with the log if it exits or never gets there.
+fn spawn_logged(name: &str, command: &mut Command, log: &Path, ready: Ready) -> ChildGuard {
     let file = std::fs::File::create(log).expect("create a log file");
     let err = file.try_clone().expect("clone the log file handle");
     command.stdin(Stdio::null()).stdout(file).stderr(err);
     let mut child = ChildGuard::spawn(name, command);
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let is_ready = || match ready {
+        Ready::Port(port) => tcp_port_open(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        Ready::LogLine(line) => std::fs::read_to_string(log).is_ok_and(|text| text.contains(line)),
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !tcp_port_open(addr) {
+    while !is_ready() {
         if let Some(status) = child.try_wait() {
             panic!(
                 "{name} exited ({status}) before listening; its log:\n{}",
@@ -268,7 +306,7 @@ fn spawn_logged(name: &str, command: &mut Command, log: &Path, port: u16) -> Chi
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{name} did not listen on {addr} within 60 s; its log:\n{}",
+            "{name} was not ready within 60 s; its log:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));

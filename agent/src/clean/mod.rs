@@ -21,6 +21,7 @@ use crate::disk::{Access, Disk, DiskError};
 use crate::inventory::DiskInventory;
 use crate::partition::gpt::{self, Guid};
 use crate::partition::{self, PartitionKind, PartitionRange, mbr};
+use crate::shutdown;
 
 /// How thoroughly to clean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -217,6 +218,7 @@ fn clean_one(target: &CleanTarget, options: CleanOptions, progress: &ProgressFn<
     } else if target.read_only {
         Err(CleanError::ReadOnly)
     } else {
+        let _work = shutdown::coordinator().begin(&target.path);
         match Disk::open(&target.path, Access::ReadWrite) {
             Err(DiskError::ReadOnly { .. }) if options.skip_read_only => {
                 skip(&mut report, "read-only: skipped by policy");

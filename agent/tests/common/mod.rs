@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rivet_agent::console;
-use rivet_tests::qemu::{Firmware, GuestBuilder};
+use rivet_tests::qemu::{Firmware, Guest, GuestBuilder};
 use rivet_tests::workspace_root;
 use sha2::{Digest, Sha256};
 
@@ -141,6 +141,11 @@ impl JobGuest {
             ))
             .arg("-device")
             .arg(format!("virtio-blk-pci,drive={id}{device_opts}"))
+    }
+
+    /// Starts the guest and leaves it to the test.
+    pub fn start(self) -> Guest {
+        self.builder.start(&self.dir)
     }
 
     /// Starts the guest, waits for the job's result and for the guest to power off.

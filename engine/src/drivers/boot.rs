@@ -15,14 +15,24 @@
 //! [`BootService::observations`] reports, so a host whose agent never calls back is
 //! explained by the furthest step it reached. TFTP and file fetches are attributed through
 //! the addresses DHCP saw; with DHCP off (another server), only script fetches name a MAC.
-//! Per-host agent ISOs (virtual media) are not built yet.
+//!
+//! Virtual-media hosts boot a per-host agent ISO ([`agent_iso`]): the configured agent ISO
+//! with the host's channel parameters in its `rivet/cmdline` slot, served from memory at an
+//! unguessable URL on the same listener, with byte ranges for BMCs that mount rather than
+//! download it. Its fetch is the virtual-media host's boot observation.
 
-use std::collections::BTreeMap;
+pub mod agent_iso;
+
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use rivet_agent::channel::params::{PARAM_CA, PARAM_HOST, PARAM_TOKEN, PARAM_URL};
 use rivet_pxe::dhcp::{AddressPool, DhcpMode};
 use rivet_pxe::http::HttpState;
@@ -33,6 +43,7 @@ use rivet_pxe::{
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use self::agent_iso::{AgentIsoTemplate, HostIso, RangeRequest};
 use super::{AgentToken, BootEntry, BootService, DriverError, DriverErrorKind, HostTarget};
 use crate::lifecycle::{BootObservations, HostId, MacAddr, Timestamp};
 
@@ -83,6 +94,9 @@ pub struct BootSettings {
     pub agent_cmdline: String,
     /// The iPXE build UEFI HTTP boot fetches from `/ipxe/`.
     pub uefi_ipxe: String,
+    /// The agent ISO that virtual-media hosts boot, with a `rivet/cmdline` slot (what
+    /// `just agent-image` builds): a path under `files_root`, or an absolute path.
+    pub agent_iso: PathBuf,
 }
 
 impl Default for BootSettings {
@@ -105,6 +119,7 @@ impl Default for BootSettings {
             agent_initrds: vec!["rivet-agent/initramfs.img".into()],
             agent_cmdline: "console=ttyS0,115200 console=tty0".into(),
             uefi_ipxe: "snponly.efi".into(),
+            agent_iso: PathBuf::from("rivet-agent/rivet-agent.iso"),
         }
     }
 }
@@ -144,8 +159,35 @@ pub struct RealBoot {
     base: HttpBase,
     uefi_ipxe: String,
     seen: Arc<observed::BootLog>,
+    isos: Arc<Mutex<IsoShelf>>,
+    iso_path: Option<PathBuf>,
     tasks: Vec<JoinHandle<()>>,
     http_addr: SocketAddr,
+}
+
+/// The agent ISO template and the per-host ISOs made from it.
+#[derive(Debug, Default)]
+struct IsoShelf {
+    /// The template as last read, with the file's size and modification time then: a
+    /// rebuilt ISO is picked up by the next host that needs one.
+    template: Option<(std::fs::Metadata, AgentIsoTemplate)>,
+    /// The URL nonce of each host's current ISO.
+    by_host: HashMap<HostId, String>,
+    by_nonce: HashMap<String, (HostId, HostIso)>,
+    fetched: HashMap<HostId, Timestamp>,
+}
+
+impl IsoShelf {
+    fn put(&mut self, host: HostId, nonce: String, iso: HostIso) {
+        if let Some(old) = self.by_host.insert(host, nonce.clone()) {
+            self.by_nonce.remove(&old);
+        }
+        self.by_nonce.insert(nonce, (host, iso));
+    }
+}
+
+fn unchanged(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.len() == b.len() && a.modified().ok() == b.modified().ok()
 }
 
 impl std::fmt::Debug for RealBoot {
@@ -283,9 +325,14 @@ impl RealBoot {
                 .transpose()?,
             observer: Some(observer),
         };
+        let isos = Arc::new(Mutex::new(IsoShelf::default()));
+        let iso_routes = axum::Router::new()
+            .route(ISO_ROUTE, axum::routing::get(serve_iso))
+            .with_state(isos.clone());
         // The peer address attributes file fetches to the MAC DHCP gave it.
-        let router =
-            rivet_pxe::http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let router = rivet_pxe::http::router(state)
+            .merge(iso_routes)
+            .into_make_service_with_connect_info::<SocketAddr>();
         let http = tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, router).await {
                 tracing::error!(error = %err, "the boot HTTP server stopped");
@@ -304,6 +351,12 @@ impl RealBoot {
             base,
             uefi_ipxe: settings.uefi_ipxe.clone(),
             seen,
+            isos,
+            iso_path: match &settings.files_root {
+                _ if settings.agent_iso.is_absolute() => Some(settings.agent_iso.clone()),
+                Some(root) => Some(root.join(&settings.agent_iso)),
+                None => None,
+            },
             tasks: vec![http, watch],
             http_addr,
         }))
@@ -341,12 +394,55 @@ impl RealBoot {
         Ok(())
     }
 
-    fn agent_boot(&self, host: HostId, token: &AgentToken) -> Result<AgentBoot, DriverError> {
-        let cmdline = format!(
+    /// The agent's full parameters for one host. They hold the token: never log them.
+    fn host_cmdline(&self, host: HostId, token: &AgentToken) -> String {
+        format!(
             "{} {PARAM_TOKEN}={} {PARAM_HOST}={host}",
             self.agent.cmdline,
             token.expose()
-        );
+        )
+    }
+
+    /// The ISO template, read again when the file changed since the last read.
+    async fn iso_template(&self, host: &HostTarget) -> Result<AgentIsoTemplate, DriverError> {
+        let unsupported = |why: String| {
+            DriverError::new(
+                DriverErrorKind::Unsupported,
+                format!(
+                    "{}: cannot boot the agent by virtual media: {why}",
+                    host.name
+                ),
+            )
+        };
+        let path = self.iso_path.as_ref().ok_or_else(|| {
+            unsupported(
+                "no agent ISO is configured (set drivers.real.boot.files_root or an absolute agent_iso)".into(),
+            )
+        })?;
+        let metadata = tokio::fs::metadata(path)
+            .await
+            .map_err(|err| unsupported(format!("the agent ISO {}: {err}", path.display())))?;
+        if let Some((seen, template)) = &self.isos().template
+            && unchanged(seen, &metadata)
+        {
+            return Ok(template.clone());
+        }
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|err| unsupported(format!("the agent ISO {}: {err}", path.display())))?;
+        let template = AgentIsoTemplate::parse(Bytes::from(bytes))
+            .map_err(|err| unsupported(format!("{}: {err}", path.display())))?;
+        tracing::info!(path = %path.display(), bytes = template.len(), "agent ISO template loaded");
+        self.isos().template = Some((metadata, template.clone()));
+        Ok(template)
+    }
+
+    fn isos(&self) -> std::sync::MutexGuard<'_, IsoShelf> {
+        lock(&self.isos)
+    }
+
+    fn agent_boot(&self, host: HostId, token: &AgentToken) -> Result<AgentBoot, DriverError> {
+        let cmdline = self.host_cmdline(host, token);
         // Never echo the line back: it holds the token.
         let cmdline = cmdline.parse().map_err(|_| {
             DriverError::new(
@@ -387,6 +483,72 @@ fn dhcp_settings(
     Ok(Some(dhcp))
 }
 
+/// Where per-host ISOs are served: `/iso/<nonce>/rivet-agent.iso` (some BMCs want the
+/// name to end in `.iso`).
+const ISO_ROUTE: &str = "/iso/{nonce}/rivet-agent.iso";
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain maps: a panic elsewhere cannot leave them half-changed.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Serves a host's ISO (or the byte range asked for) from the template's memory.
+async fn serve_iso(
+    State(isos): State<Arc<Mutex<IsoShelf>>>,
+    UrlPath(nonce): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let iso = {
+        let mut shelf = lock(&isos);
+        let Some((host, iso)) = shelf.by_nonce.get(&nonce).cloned() else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        shelf.fetched.insert(host, Timestamp::now());
+        iso
+    };
+    let len = iso.len();
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok());
+    let (status, pieces, content_range) = match agent_iso::parse_range(range, len) {
+        RangeRequest::Whole => (StatusCode::OK, iso.chunks().to_vec(), None),
+        RangeRequest::Part(part) => (
+            StatusCode::PARTIAL_CONTENT,
+            iso.slice(part.clone()),
+            Some(format!("bytes {}-{}/{len}", part.start, part.end - 1)),
+        ),
+        RangeRequest::Unsatisfiable => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+            )
+                .into_response();
+        }
+    };
+    let body_len: usize = pieces.iter().map(Bytes::len).sum();
+    let body = axum::body::Body::from_stream(futures::stream::iter(
+        pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-iso9660-image"),
+    );
+    headers.insert(
+        header::ACCEPT_RANGES,
+        header::HeaderValue::from_static("bytes"),
+    );
+    headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(body_len));
+    if let Some(value) = content_range.and_then(|v| header::HeaderValue::try_from(v).ok()) {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
+    response
+}
+
 fn pxe_mac(mac: MacAddr) -> rivet_pxe::MacAddr {
     rivet_pxe::MacAddr::new(mac.octets())
 }
@@ -416,15 +578,31 @@ impl BootService for RealBoot {
     async fn agent_iso(
         &self,
         host: &HostTarget,
-        _token: &AgentToken,
+        token: &AgentToken,
     ) -> Result<String, DriverError> {
-        Err(DriverError::new(
-            DriverErrorKind::Unsupported,
-            format!(
-                "{}: per-host agent ISOs (virtual-media boot) are not built yet; use a network-boot BMC address",
-                host.name
-            ),
-        ))
+        let template = self.iso_template(host).await?;
+        let iso = template
+            .render(&self.host_cmdline(host.id, token))
+            .map_err(|err| {
+                DriverError::new(DriverErrorKind::Failed, format!("{}: {err}", host.name))
+            })?;
+        // The URL is the only thing between the network and the token inside the ISO, so
+        // it is as unguessable as the token (128 random bits).
+        let mut nonce = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| {
+            DriverError::new(
+                DriverErrorKind::Failed,
+                "the system random generator failed",
+            )
+        })?;
+        let nonce = hex::encode(nonce);
+        let url = format!(
+            "{}{}",
+            self.base.as_str().trim_end_matches('/'),
+            ISO_ROUTE.replace("{nonce}", &nonce)
+        );
+        self.isos().put(host.id, nonce, iso);
+        Ok(url)
     }
 
     fn uefi_http_url(&self, _host: &HostTarget) -> String {
@@ -438,11 +616,20 @@ impl BootService for RealBoot {
 
     fn observations(
         &self,
-        _host: HostId,
+        host: HostId,
         mac: Option<MacAddr>,
         since: Timestamp,
     ) -> BootObservations {
-        mac.map(|mac| self.seen.observations(mac, since))
-            .unwrap_or_default()
+        let mut seen = mac
+            .map(|mac| self.seen.observations(mac, since))
+            .unwrap_or_default();
+        let iso_fetched = self
+            .isos()
+            .fetched
+            .get(&host)
+            .copied()
+            .filter(|&at| at >= since);
+        seen.agent_fetched = seen.agent_fetched.max(iso_fetched);
+        seen
     }
 }

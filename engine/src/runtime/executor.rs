@@ -243,6 +243,11 @@ async fn configure_agent_boot(
         }
         BootMethod::VirtualMedia => {
             let iso_url = drivers.boot.agent_iso(host, &token).await?;
+            // Known to the boot services, so Rivet's DHCP (when it hands out addresses)
+            // gives the agent one, and a stray network boot goes to the disk.
+            if let Some(mac) = host.boot_mac {
+                drivers.boot.set_entry(mac, BootEntry::Disk).await?;
+            }
             drivers
                 .bmc
                 .set_boot(host, &BootInstruction::VirtualMedia { iso_url })

@@ -3,11 +3,10 @@
 //! start the server and a separate address server (dnsmasq).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use rivet_tests::qemu::{GuestBuilder, guest_kernel, marker_initramfs};
-use rivet_tests::{Daemon, Netns, cargo_bin, require_tool, scratch_dir};
+use rivet_tests::{AddressServer, Daemon, Netns, cargo_bin, scratch_dir};
 
 pub(crate) const SERVER: &str = "10.99.0.1";
 pub(crate) const MARKER: &str = "RIVET-PXE-MARKER";
@@ -65,36 +64,14 @@ impl BootLab {
     /// A separate address server: dnsmasq (addresses only, no boot options, no DNS) in its
     /// own namespace, joined to br0 by a veth pair, serving 10.99.0.100-199.
     pub(crate) fn address_server(&self) -> (Netns, Daemon) {
-        let dnsmasq = require_tool("dnsmasq");
-        let peer = Netns::new("pxa");
-        Command::new("ip")
-            .args(["link", "add", "vaddr", "netns", self.ns.name()])
-            .args(["type", "veth", "peer", "name", "vdns", "netns", peer.name()])
-            .status()
-            .unwrap();
-        self.ns
-            .exec_checked(&["ip", "link", "set", "vaddr", "master", "br0", "up"]);
-        peer.exec_checked(&["ip", "addr", "add", "10.99.0.2/24", "dev", "vdns"]);
-        peer.exec_checked(&["ip", "link", "set", "vdns", "up"]);
-        let conf = self.path("dnsmasq.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port=0\ninterface=vdns\nbind-interfaces\n\
-                 dhcp-range=10.99.0.100,10.99.0.199,255.255.255.0,1h\n\
-                 dhcp-leasefile={}\nlog-dhcp\n",
-                self.path("dnsmasq.leases").display()
-            ),
-        )
-        .unwrap();
-        let mut command = peer.command(dnsmasq);
-        command
-            .arg("--keep-in-foreground")
-            .arg("--log-facility=-")
-            .arg(format!("--conf-file={}", conf.display()));
-        let mut daemon = Daemon::spawn("dnsmasq", self.dir.path(), &mut command);
-        daemon.wait_for_log("DHCP, IP range", Duration::from_secs(10));
-        (peer, daemon)
+        let server = AddressServer::start(
+            &self.ns,
+            "br0",
+            "10.99.0.2/24",
+            ("10.99.0.100", "10.99.0.199"),
+            self.dir.path(),
+        );
+        (server.ns, server.daemon)
     }
 }
 

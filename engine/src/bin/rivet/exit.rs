@@ -5,7 +5,7 @@
 //! | 0    | success |
 //! | 1    | the operation failed (the report says why) |
 //! | 2    | the command line is invalid (printed by clap) |
-//! | 3    | the command exists but is not implemented yet |
+//! | 3    | not used (was "not implemented yet"; every command is built) |
 //! | 4    | verification failed (checksum mismatch) |
 //! | 5    | image refused (unsafe or unsupported format) |
 //! | 6    | the BMC rejected the credentials |
@@ -13,47 +13,17 @@
 //!
 //! The table is repeated in the user guide (CLI reference); keep them in step.
 
-use std::fmt;
 use std::process::ExitCode;
 
 pub(crate) const FAILURE: u8 = 1;
-pub(crate) const NOT_IMPLEMENTED: u8 = 3;
 pub(crate) const VERIFICATION_FAILED: u8 = 4;
 pub(crate) const IMAGE_REFUSED: u8 = 5;
 pub(crate) const BMC_AUTHENTICATION: u8 = 6;
 pub(crate) const BMC_UNREACHABLE: u8 = 7;
 
-/// A command that is part of the grammar but not built yet.
-#[derive(Debug)]
-pub(crate) struct NotImplemented {
-    command: &'static str,
-    issue: u32,
-}
-
-impl NotImplemented {
-    pub(crate) fn new(command: &'static str, issue: u32) -> Self {
-        Self { command, issue }
-    }
-}
-
-impl fmt::Display for NotImplemented {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` is not implemented yet (planned in issue {}); nothing was done",
-            self.command, self.issue
-        )
-    }
-}
-
-impl std::error::Error for NotImplemented {}
-
 /// The exit code for an error: the first recognised error in the chain decides.
 fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.is::<NotImplemented>() {
-            return NOT_IMPLEMENTED;
-        }
         if let Some(image) = cause.downcast_ref::<rivet_images::ImageError>() {
             if image.is_verification_failure() {
                 return VERIFICATION_FAILED;
@@ -101,10 +71,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn not_implemented_wins_even_when_wrapped() {
-        let err =
-            anyhow::Error::new(NotImplemented::new("rivet lab", 7)).context("starting the lab");
-        assert_eq!(code_for(&err), NOT_IMPLEMENTED);
+    fn errors_nobody_classified_are_failures() {
         assert_eq!(code_for(&anyhow::anyhow!("boom")), FAILURE);
     }
 

@@ -9,8 +9,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use rivet_engine::client::Client;
 use rivet_engine::lifecycle::{
-    Activity, ChecksumType, CleaningMode, CleaningPolicy, ImageFormat, ImageSpec, InspectionMode,
-    MacAddr, ProvisioningState, TimelineEntry, TimelineEvent,
+    Activity, BootMode, ChecksumType, CleaningMode, CleaningPolicy, ImageFormat, ImageSpec,
+    InspectionMode, MacAddr, ProvisioningState, TimelineEntry, TimelineEvent,
 };
 use rivet_engine::runtime::{
     Adoption, BmcAccess, EnrollRequest, HostEvent, HostEventKind, HostView, ListQuery,
@@ -150,6 +150,9 @@ struct EnrollArgs {
     /// Leave the host powered off in the stable states.
     #[arg(long)]
     offline: bool,
+    /// Firmware boot mode the BMC sets for every boot.
+    #[arg(long, value_enum, default_value = "uefi")]
+    boot_mode: BootModeArg,
     #[arg(long, value_enum)]
     inspection: Option<InspectionArg>,
     #[arg(long, value_enum)]
@@ -165,6 +168,13 @@ struct EnrollArgs {
     insecure_bmc: bool,
     #[arg(long)]
     description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BootModeArg {
+    Uefi,
+    UefiSecureBoot,
+    Legacy,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -391,6 +401,11 @@ fn enroll_request(args: EnrollArgs) -> anyhow::Result<EnrollRequest> {
     };
     let mut request = EnrollRequest::new(args.name, Some(bmc), args.mac);
     request.online = !args.offline;
+    request.boot_mode = match args.boot_mode {
+        BootModeArg::Uefi => BootMode::Uefi,
+        BootModeArg::UefiSecureBoot => BootMode::UefiSecureBoot,
+        BootModeArg::Legacy => BootMode::Legacy,
+    };
     request.externally_provisioned = args.externally_provisioned;
     request.description = args.description;
     if let Some(inspection) = args.inspection {

@@ -7,6 +7,7 @@
 mod chassis;
 mod network;
 mod process;
+mod redfish;
 mod state;
 mod up;
 
@@ -15,7 +16,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::exit::NotImplemented;
 use state::LabState;
 
 #[derive(Debug, Args)]
@@ -94,12 +94,7 @@ pub(crate) enum BmcKind {
 
 pub(crate) fn run(args: LabArgs) -> anyhow::Result<()> {
     match args.command {
-        LabCommand::Up(up) => {
-            if up.bmc == BmcKind::Redfish {
-                return Err(NotImplemented::new("rivet lab up --bmc redfish", 7).into());
-            }
-            up::run(&up)
-        }
+        LabCommand::Up(up) => up::run(&up),
         LabCommand::Down { name, keep_files } => down(&name, keep_files),
         LabCommand::Status { name, json } => status(name.as_deref(), json),
         LabCommand::ChassisControl { host_dir, request } => chassis::run(&host_dir, &request),

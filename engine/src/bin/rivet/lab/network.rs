@@ -46,8 +46,15 @@ pub(crate) fn create_netns(netns: &str, address: &str) -> anyhow::Result<()> {
 }
 
 /// Adds tap `tap` on the bridge, for a QEMU NIC.
-pub(crate) fn add_tap(netns: &str, tap: &str) -> anyhow::Result<()> {
-    ip_in(netns, &["tuntap", "add", "dev", tap, "mode", "tap"])?;
+pub(crate) fn add_tap(netns: &str, tap: &str, owner: Option<&str>) -> anyhow::Result<()> {
+    match owner {
+        // An unprivileged QEMU (libvirt's) may open only a tap made for its user.
+        Some(user) => ip_in(
+            netns,
+            &["tuntap", "add", "dev", tap, "mode", "tap", "user", user],
+        )?,
+        None => ip_in(netns, &["tuntap", "add", "dev", tap, "mode", "tap"])?,
+    }
     ip_in(netns, &["link", "set", tap, "master", BRIDGE, "up"])
 }
 

@@ -110,11 +110,15 @@ pub(crate) fn spawn_detached(command: &mut Command, log: &Path) -> anyhow::Resul
         .spawn()
         .with_context(|| format!("starting {:?}", command.get_program()))?;
     let pid = i32::try_from(child.id()).context("PID out of range")?;
-    // `ip netns exec` replaces itself with the program; give it the moment it takes so the
-    // recorded name is the daemon's, not `ip`'s.
+    // `ip netns exec` (and `setpriv`) replace themselves with the program; give them the
+    // moment it takes so the recorded name is the daemon's, not theirs.
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut process = Process::from_pid(pid);
-    while process.as_ref().is_some_and(|p| p.comm == "ip") && Instant::now() < deadline {
+    while process
+        .as_ref()
+        .is_some_and(|p| p.comm == "ip" || p.comm == "setpriv")
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(10));
         process = Process::from_pid(pid);
     }

@@ -16,6 +16,7 @@ use super::BmcKind;
 use super::chassis;
 use super::network;
 use super::process::Process;
+use super::redfish;
 
 const REGISTRY: &str = "/run/rivet-lab";
 
@@ -68,13 +69,20 @@ pub(crate) struct LabHost {
     pub(crate) bmc_address: String,
     pub(crate) dir: PathBuf,
     pub(crate) tap: String,
+    /// Its own BMC emulator (IPMI); Redfish hosts share the lab's.
     pub(crate) bmc: Option<Process>,
+    /// Where libvirt records its QEMU's PID (Redfish hosts).
+    #[serde(default)]
+    pub(crate) qemu_pidfile: Option<PathBuf>,
 }
 
 impl LabHost {
     /// The host's QEMU, when it runs (its chassis control records the PID).
     pub(crate) fn qemu(&self) -> Option<Process> {
-        chassis::running_qemu(&self.dir)
+        match &self.qemu_pidfile {
+            Some(pidfile) => redfish::running_qemu(pidfile),
+            None => chassis::running_qemu(&self.dir),
+        }
     }
 }
 
@@ -90,6 +98,14 @@ pub(crate) struct LabState {
     pub(crate) engine: Option<Process>,
     pub(crate) api_url: String,
     pub(crate) hosts: Vec<LabHost>,
+    /// The private libvirtd of a Redfish lab, and `virsh` to talk to it.
+    #[serde(default)]
+    pub(crate) libvirtd: Option<Process>,
+    #[serde(default)]
+    pub(crate) virsh: Option<PathBuf>,
+    /// The sushy-tools emulator every Redfish host of the lab sits behind.
+    #[serde(default)]
+    pub(crate) sushy: Option<Process>,
 }
 
 impl LabState {
@@ -169,6 +185,19 @@ impl LabState {
         {
             failures.push(format!("engine: {err:#}"));
         }
+        if let Some(sushy) = &self.sushy
+            && let Err(err) = sushy.stop(Duration::from_secs(5))
+        {
+            failures.push(format!("sushy-emulator: {err:#}"));
+        }
+        if let Some(virsh) = &self.virsh {
+            failures.extend(redfish::destroy_domains(virsh, &self.dir));
+        }
+        if let Some(libvirtd) = &self.libvirtd
+            && let Err(err) = libvirtd.stop(Duration::from_secs(10))
+        {
+            failures.push(format!("libvirtd: {err:#}"));
+        }
         for host in &self.hosts {
             if let Some(qemu) = host.qemu()
                 && let Err(err) = qemu.stop(Duration::from_secs(5))
@@ -213,8 +242,8 @@ impl LabState {
                     "name": host.name,
                     "mac": host.mac,
                     "bmc_address": host.bmc_address,
-                    "bmc_running": host.bmc.as_ref().is_some_and(Process::is_running),
-                    "bmc_pid": host.bmc.as_ref().map(|b| b.pid),
+                    "bmc_running": host.bmc.as_ref().or(self.sushy.as_ref()).is_some_and(Process::is_running),
+                    "bmc_pid": host.bmc.as_ref().or(self.sushy.as_ref()).map(|b| b.pid),
                     "qemu_pid": host.qemu().map(|q| q.pid),
                     "serial_log": chassis::serial_log(&host.dir),
                 })
@@ -231,6 +260,8 @@ impl LabState {
             "ca_file": self.engine_dir().join("tls/ca.pem"),
             "engine_running": self.engine.as_ref().is_some_and(Process::is_running),
             "engine_pid": self.engine.as_ref().map(|e| e.pid),
+            "libvirtd_pid": self.libvirtd.as_ref().map(|p| p.pid),
+            "sushy_pid": self.sushy.as_ref().map(|p| p.pid),
             "hosts": hosts,
         })
     }
@@ -268,7 +299,11 @@ impl LabState {
                 host.name,
                 host.mac,
                 host.bmc_address,
-                running(&host.bmc),
+                running(if host.bmc.is_some() {
+                    &host.bmc
+                } else {
+                    &self.sushy
+                }),
                 qemu
             );
         }
