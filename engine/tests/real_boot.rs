@@ -230,8 +230,30 @@ fn netns_observations_follow_a_real_client_from_dhcp_to_the_agent_files() {
     assert_eq!(answered.next, Some(NextLoad::IpxeOverTftp));
     assert_eq!((seen.dhcp_silence, seen.ipxe_fetched), (None, None));
 
-    // iPXE over TFTP, then the script and the kernel over HTTP, attributed by address.
+    // A build that is not there, then iPXE over TFTP, then the script and the kernel over
+    // HTTP, attributed by address.
     client.exec_checked(&["ip", "addr", "add", &format!("{address}/24"), "dev", "vc"]);
+    let missing = [
+        "atftp",
+        "--get",
+        "-r",
+        "snponly.efi",
+        "-l",
+        "/dev/null",
+        "10.87.0.1",
+        "69",
+    ];
+    assert!(!client.output(&missing).status.success());
+    wait_until(
+        "the TFTP refusal to be recorded",
+        std::time::Duration::from_secs(10),
+        || {
+            boot.observations(host, Some(MAC), since)
+                .ipxe_refused
+                .as_deref()
+                == Some("TFTP read of snponly.efi was refused: file not found")
+        },
+    );
     let fetched = dir.path().join("undionly.kpxe");
     let local = fetched.to_str().unwrap();
     let tftp = client.output(&[

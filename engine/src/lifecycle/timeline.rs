@@ -200,6 +200,9 @@ pub struct BootObservations {
     pub dhcp_silence: Option<String>,
     /// Last time the host loaded iPXE from Rivet (over TFTP, or HTTP for UEFI HTTP boot).
     pub ipxe_fetched: Option<Timestamp>,
+    /// Why the host's last request for iPXE was refused ("TFTP read of undionly.kpxe
+    /// refused: file not found"), if one was.
+    pub ipxe_refused: Option<String>,
     /// Last fetch of the host's own iPXE script.
     pub script_fetched: Option<Timestamp>,
     /// Last fetch of the agent (kernel or initramfs, or the agent ISO).
@@ -274,6 +277,14 @@ fn network_boot_detail(who: &str, seen: &BootObservations) -> String {
     }
     if let Some(DhcpAnswered { at, next }) = seen.dhcp_answered {
         return match next {
+            Some(NextLoad::IpxeOverTftp | NextLoad::IpxeOverHttp)
+                if let Some(why) = &seen.ipxe_refused =>
+            {
+                format!(
+                    "Rivet answered {who}'s DHCP request at {at} with iPXE, but the {why} (check \
+                     that the iPXE builds are in the boot services' ipxe_root)"
+                )
+            }
             Some(NextLoad::IpxeOverTftp) => format!(
                 "Rivet answered {who}'s DHCP request at {at} with an address and iPXE over TFTP, \
                  but the host never fetched iPXE (check that UDP port 69 of the boot server is \
@@ -440,6 +451,17 @@ mod tests {
         assert!(
             script.contains("with its iPXE script's URL, but the host never fetched the script"),
             "{script}"
+        );
+        let refused = network_reason(&BootObservations {
+            ipxe_refused: Some("TFTP read of undionly.kpxe was refused: file not found".into()),
+            ..answered(Some(NextLoad::IpxeOverTftp))
+        });
+        assert!(
+            refused.contains(
+                "with iPXE, but the TFTP read of undionly.kpxe was refused: file not found (check \
+                 that the iPXE builds are in the boot services' ipxe_root)"
+            ),
+            "{refused}"
         );
         let address = network_reason(&answered(None));
         assert!(

@@ -30,6 +30,8 @@ struct Seen {
     /// segment full of machines Rivet ignores must not cost an allocation per request).
     silence: Option<(Timestamp, Silence)>,
     ipxe: Option<Timestamp>,
+    /// The last refused request for iPXE, and what was refused.
+    ipxe_refused: Option<(Timestamp, String)>,
     script: Option<Timestamp>,
     agent: Option<Timestamp>,
     /// The latest of all, for choosing whom to forget.
@@ -56,6 +58,10 @@ impl BootLog {
                 .filter(|(at, _)| *at >= since)
                 .map(|(_, why)| why.to_string()),
             ipxe_fetched: recent(seen.ipxe),
+            ipxe_refused: seen
+                .ipxe_refused
+                .filter(|(at, _)| *at >= since)
+                .map(|(_, why)| why),
             script_fetched: recent(seen.script),
             agent_fetched: recent(seen.agent),
         }
@@ -93,6 +99,18 @@ impl BootLog {
                 outcome: TftpOutcome::Sent { .. },
                 ..
             } => seen.ipxe = Some(at),
+            ObservationKind::Tftp {
+                file,
+                outcome: TftpOutcome::Refused(why),
+            } => {
+                seen.ipxe_refused = Some((at, format!("TFTP read of {file} was refused: {why}")));
+            }
+            ObservationKind::Http {
+                fetch: HttpFetch::Ipxe,
+                status,
+            } if *status >= 400 => {
+                seen.ipxe_refused = Some((at, format!("HTTP fetch of iPXE got status {status}")));
+            }
             // Errors are answered, not fetched: the step did not happen.
             ObservationKind::Http { status, .. } if *status >= 400 => {}
             ObservationKind::Http { fetch, .. } => match fetch {
@@ -190,6 +208,11 @@ mod tests {
             file: "undionly.kpxe".into(),
             outcome: TftpOutcome::Sent { bytes: 1 },
         };
+        let missing = ObservationKind::Tftp {
+            file: "snponly.efi".into(),
+            outcome: TftpOutcome::Refused("file not found"),
+        };
+        observe(&log, MAC, 3, missing);
         observe(&log, MAC, 3, tftp);
         let http = |fetch, status| ObservationKind::Http { fetch, status };
         observe(&log, MAC, 4, http(HttpFetch::Script, 200));
@@ -206,6 +229,7 @@ mod tests {
                 }),
                 dhcp_silence: None,
                 ipxe_fetched: at(3),
+                ipxe_refused: Some("TFTP read of snponly.efi was refused: file not found".into()),
                 script_fetched: at(4),
                 agent_fetched: at(6),
             }
