@@ -1,5 +1,6 @@
 //! The real boot service: engine entries become `rivet-pxe` host-table entries, served as
-//! iPXE scripts by the boot HTTP server, whose fetches are the boot observations.
+//! iPXE scripts by the boot HTTP server; what DHCP, TFTP and HTTP see of each MAC are the
+//! boot observations (against busybox udhcpc, atftp and curl in a namespace).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,8 +12,10 @@ use rivet_engine::drivers::boot::{BootSettings, BootSetupError, RealBoot};
 use rivet_engine::drivers::{
     AgentToken, BmcTarget, BootEntry, BootService, DriverErrorKind, HostTarget,
 };
-use rivet_engine::lifecycle::{BootMethod, BootMode, HostId, MacAddr, Timestamp};
-use rivet_tests::scratch_dir;
+use rivet_engine::lifecycle::{
+    BootMethod, BootMode, BootObservations, HostId, MacAddr, NextLoad, Timestamp,
+};
+use rivet_tests::{Netns, PXE_BIOS_CLASS, scratch_dir, udhcpc, wait_until};
 
 const CA: &str = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
 const MAC: MacAddr = MacAddr::new([0x52, 0x54, 0, 0xb0, 0, 7]);
@@ -97,9 +100,10 @@ async fn agent_entries_boot_the_agent_with_the_channel_parameters() {
         rivet_agent::channel::Fingerprint::parse(CA).unwrap()
     );
     assert!(kernel.contains("console=ttyS0,115200"), "{kernel}");
+    // Over loopback, without DHCP: the script's URL names the MAC.
     let seen = boot.observations(host, Some(MAC), since);
-    assert!(seen.agent_fetched.is_some_and(|at| at >= since));
-    assert!(seen.dhcp.is_some());
+    assert!(seen.script_fetched.is_some_and(|at| at >= since));
+    assert_eq!(seen.dhcp, None);
     assert_eq!(
         boot.observations(host, Some(MacAddr::new([2; 6])), since),
         Default::default()
@@ -157,6 +161,150 @@ async fn settings_that_would_inject_ipxe_commands_or_leak_the_token_are_refused(
         .await
         .unwrap_err();
     assert!(matches!(err, BootSetupError::Fingerprint(_)), "{err}");
+}
+
+#[test]
+fn netns_observations_follow_a_real_client_from_dhcp_to_the_agent_files() {
+    let server = Netns::new("rbo");
+    let client = Netns::new("rbo");
+    server.link_client("vs", "10.87.0.1/24", &client, "vc", &MAC.to_string());
+
+    let dir = scratch_dir("boot-observed");
+    let files = dir.path().join("files");
+    let ipxe = dir.path().join("ipxe");
+    std::fs::create_dir_all(files.join("rivet-agent")).unwrap();
+    std::fs::create_dir(&ipxe).unwrap();
+    std::fs::write(files.join("rivet-agent/vmlinuz"), b"kernel bytes").unwrap();
+    std::fs::write(ipxe.join("undionly.kpxe"), b"iPXE for BIOS").unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let settings = BootSettings {
+        engine_url: "https://10.87.0.1:8443".into(),
+        http_listen: "10.87.0.1:8080".parse().unwrap(),
+        interface: Some("vs".into()),
+        server_ip: Some("10.87.0.1".parse().unwrap()),
+        dhcp: rivet_engine::drivers::boot::DhcpChoice::Authoritative,
+        dhcp_pool: Some((
+            "10.87.0.100".parse().unwrap(),
+            "10.87.0.110".parse().unwrap(),
+        )),
+        tftp: true,
+        ipxe_root: ipxe,
+        files_root: Some(files),
+        ..BootSettings::default()
+    };
+    let host = HostId::from_random([9; 16]);
+    let (started, boot) = std::sync::mpsc::channel();
+    let (remove, removal) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let services = server.spawn_inside(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let boot = RealBoot::start(&settings, CA, &state).await.unwrap();
+            let token = AgentToken::new("dG9rZW4tZm9yLXRoZS1uZXRucy10ZXN0LTAxMjM0NTY3".into());
+            boot.set_entry(MAC, BootEntry::Agent { host, token })
+                .await
+                .unwrap();
+            started.send(boot.clone()).unwrap();
+            removal.await.unwrap();
+            boot.remove(MAC).await.unwrap();
+            stopped.await.ok();
+        });
+    });
+    let boot: Arc<RealBoot> = boot
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the boot services start");
+    let since = Timestamp::now();
+    assert_eq!(
+        boot.observations(host, Some(MAC), since),
+        BootObservations::default()
+    );
+
+    let address = udhcpc(&client, "vc", Some(PXE_BIOS_CLASS), 5).expect("the host gets an address");
+    let seen = boot.observations(host, Some(MAC), since);
+    assert!(seen.dhcp.is_some_and(|at| at >= since), "{seen:?}");
+    let answered = seen.dhcp_answered.expect("the answer is recorded");
+    assert_eq!(answered.next, Some(NextLoad::IpxeOverTftp));
+    assert_eq!((seen.dhcp_silence, seen.ipxe_fetched), (None, None));
+
+    // A build that is not there, then iPXE over TFTP, then the script and the kernel over
+    // HTTP, attributed by address.
+    client.exec_checked(&["ip", "addr", "add", &format!("{address}/24"), "dev", "vc"]);
+    let missing = [
+        "atftp",
+        "--get",
+        "-r",
+        "snponly.efi",
+        "-l",
+        "/dev/null",
+        "10.87.0.1",
+        "69",
+    ];
+    assert!(!client.output(&missing).status.success());
+    wait_until(
+        "the TFTP refusal to be recorded",
+        std::time::Duration::from_secs(10),
+        || {
+            boot.observations(host, Some(MAC), since)
+                .ipxe_refused
+                .as_deref()
+                == Some("TFTP read of snponly.efi was refused: file not found")
+        },
+    );
+    let fetched = dir.path().join("undionly.kpxe");
+    let local = fetched.to_str().unwrap();
+    let tftp = client.output(&[
+        "atftp",
+        "--get",
+        "-r",
+        "undionly.kpxe",
+        "-l",
+        local,
+        "10.87.0.1",
+        "69",
+    ]);
+    assert!(tftp.status.success(), "atftp: {tftp:?}");
+    wait_until(
+        "the TFTP read to be recorded",
+        std::time::Duration::from_secs(10),
+        || {
+            boot.observations(host, Some(MAC), since)
+                .ipxe_fetched
+                .is_some()
+        },
+    );
+    for path in ["/boot/52-54-00-b0-00-07.ipxe", "/files/rivet-agent/vmlinuz"] {
+        let url = format!("http://10.87.0.1:8080{path}");
+        let curl = client.output(&["curl", "-sf", "-o", "/dev/null", &url]);
+        assert!(curl.status.success(), "curl {url}: {curl:?}");
+    }
+    let seen = boot.observations(host, Some(MAC), since);
+    assert!(seen.script_fetched.is_some(), "{seen:?}");
+    assert!(seen.agent_fetched.is_some(), "{seen:?}");
+
+    // Once the engine removes the entry, the host is unknown and Rivet stays silent.
+    client.exec_checked(&["ip", "addr", "flush", "dev", "vc"]);
+    remove.send(()).unwrap();
+    wait_until(
+        "the entry to be removed",
+        std::time::Duration::from_secs(10),
+        || boot.table().is_empty(),
+    );
+    let later = Timestamp::now();
+    assert_eq!(udhcpc(&client, "vc", Some(PXE_BIOS_CLASS), 2), None);
+    let seen = boot.observations(host, Some(MAC), later);
+    assert_eq!(
+        seen.dhcp_silence.as_deref(),
+        Some("unknown host"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.dhcp_answered, None);
+    drop(boot);
+    stop.send(()).unwrap();
+    services.join().unwrap();
 }
 
 /// Builds an ISO with xorriso holding `rivet/cmdline` (the slot, as `just agent-image`

@@ -10,15 +10,22 @@
 //!
 //! `HEAD` works on every route. [`router`] returns an axum router the engine can nest into
 //! its own server; the [`HttpBase`] given to it must then include the nesting prefix.
+//!
+//! With an [`HttpState::observer`], every request to these routes is reported with its
+//! status; the peer's address (for attributing `/files/` and `/ipxe/` fetches to a MAC) is
+//! known when the router is served with
+//! `into_make_service_with_connect_info::<SocketAddr>()`.
 
 use std::io::SeekFrom;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::time::UNIX_EPOCH;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -28,6 +35,7 @@ use crate::confine::{ConfineError, ConfinedDir};
 use crate::hosts::HostTableHandle;
 use crate::ipxe::{HttpBase, chain_script, script_for};
 use crate::mac::MacAddr;
+use crate::observe::{HttpFetch, ObserverHandle};
 
 /// What the HTTP routes serve from.
 #[derive(Debug, Clone)]
@@ -39,16 +47,42 @@ pub struct HttpState {
     pub files: Option<ConfinedDir>,
     /// The iPXE builds (`/ipxe/`), if any.
     pub ipxe: Option<ConfinedDir>,
+    /// Where requests are reported, if anywhere.
+    pub observer: Option<ObserverHandle>,
 }
 
 /// The boot routes, ready to serve or to nest into another router.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let observer = state.observer.clone();
+    let routes = Router::new()
         .route("/boot.ipxe", get(generic_script))
         .route("/boot/{name}", get(host_script))
         .route("/files/{*path}", get(files))
         .route("/ipxe/{*path}", get(ipxe_builds))
-        .with_state(state)
+        .with_state(state);
+    match observer {
+        Some(observer) => routes.layer(axum::middleware::from_fn(move |request, next| {
+            report(observer.clone(), request, next)
+        })),
+        None => routes,
+    }
+}
+
+/// Serves `request` and reports it, attributed to the MAC its URL names or its peer's.
+async fn report(observer: ObserverHandle, request: Request, next: Next) -> Response {
+    let Some((fetch, mac)) = HttpFetch::classify(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .and_then(|ConnectInfo(peer)| match peer.ip() {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+        });
+    let response = next.run(request).await;
+    observer.http(fetch, mac, peer, response.status().as_u16());
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response {

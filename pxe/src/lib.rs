@@ -15,6 +15,8 @@
 //!   cannot inject iPXE commands.
 //! - [`ra`]: IPv6 router advertisements so iPXE does not wait ~13 s for IPv6.
 //! - [`confine`]: files are opened with `openat2(RESOLVE_BENEATH)`, never outside a root.
+//! - [`observe`]: per-MAC observations (DHCP requests and what Rivet answered, TFTP reads,
+//!   HTTP fetches) for a [`BootObserver`], so a machine stuck in its boot can be explained.
 //! - [`service`]: [`BootServices`] starts the set in the caller's tokio runtime.
 //!
 //! The DHCP and TFTP cores are sans-IO (datagram and time in, datagrams and records out);
@@ -31,6 +33,7 @@ pub mod http;
 pub mod ipxe;
 pub mod mac;
 pub mod net;
+pub mod observe;
 pub mod ra;
 pub mod service;
 pub mod tftp;
@@ -40,4 +43,5 @@ pub use hosts::{
 };
 pub use ipxe::HttpBase;
 pub use mac::MacAddr;
+pub use observe::{BootObserver, Observation, ObservationKind, ObserverHandle};
 pub use service::{BootConfig, BootError, BootServices, DhcpSettings, HttpSettings, TftpSettings};

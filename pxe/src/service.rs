@@ -28,6 +28,7 @@ use crate::hosts::HostTableHandle;
 use crate::http::{HttpState, router};
 use crate::ipxe::HttpBase;
 use crate::net::{InterfaceError, interface_info};
+use crate::observe::ObserverHandle;
 use crate::tftp::{TftpConfig, TftpLimits, TftpServer};
 
 /// DHCP settings.
@@ -132,6 +133,27 @@ impl BootServices {
     /// Binds every configured service (so address conflicts and bad roots are reported
     /// here, before anything runs) and starts them on the current tokio runtime.
     pub async fn start(config: BootConfig, hosts: HostTableHandle) -> Result<Self, BootError> {
+        Self::launch(config, hosts, None).await
+    }
+
+    /// [`start`](Self::start), with `observer` registered before the first datagram: DHCP,
+    /// TFTP and HTTP report what each machine asked for and got (see [`crate::observe`]).
+    /// Give the same handle to an HTTP router served elsewhere
+    /// ([`HttpState::observer`](crate::http::HttpState::observer)) so its fetches are
+    /// attributed through the addresses this DHCP saw.
+    pub async fn start_observed(
+        config: BootConfig,
+        hosts: HostTableHandle,
+        observer: ObserverHandle,
+    ) -> Result<Self, BootError> {
+        Self::launch(config, hosts, Some(observer)).await
+    }
+
+    async fn launch(
+        config: BootConfig,
+        hosts: HostTableHandle,
+        observer: Option<ObserverHandle>,
+    ) -> Result<Self, BootError> {
         let interface = config
             .interface
             .as_deref()
@@ -209,12 +231,15 @@ impl BootServices {
                 },
                 leases,
             );
-            let service =
+            let mut service =
                 DhcpService::bind(core, store, hosts.clone(), Some(&info.name), settings.ports)
                     .map_err(|source| BootError::Io {
                         service: "DHCP",
                         source,
                     })?;
+            if let Some(observer) = &observer {
+                service = service.observed_by(observer.clone());
+            }
             tracing::info!(interface = %info.name, server = %ip, mode = ?settings.mode, "DHCP serving");
             tasks.spawn(async move { ("DHCP", service.run().await) });
         }
@@ -225,7 +250,7 @@ impl BootServices {
                 service: "TFTP",
                 source,
             })?;
-            let server = TftpServer::bind(
+            let mut server = TftpServer::bind(
                 &TftpConfig {
                     listen: settings.listen,
                     limits: settings.limits,
@@ -242,6 +267,9 @@ impl BootServices {
                 service: "TFTP",
                 source,
             })?;
+            if let Some(observer) = &observer {
+                server = server.observed_by(observer.clone());
+            }
             tracing::info!(%addr, root = %settings.root.display(), "TFTP serving");
             tftp_addr = Some(addr);
             tasks.spawn(async move { ("TFTP", server.run().await) });
@@ -265,6 +293,7 @@ impl BootServices {
                 base: base.clone(),
                 files: open(&settings.files_root, "HTTP")?,
                 ipxe: open(&settings.ipxe_root, "HTTP iPXE")?,
+                observer: observer.clone(),
             };
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
@@ -279,6 +308,7 @@ impl BootServices {
             tracing::info!(%addr, %base, "HTTP serving");
             http_addr = Some(addr);
             let app = router(state);
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             tasks.spawn(async move { ("HTTP", axum::serve(listener, app).await) });
         }
 

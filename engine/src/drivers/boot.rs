@@ -9,15 +9,17 @@
 //! read as a command.
 //!
 //! The iPXE scripts and files are served by the engine on a plain-HTTP listener (iPXE
-//! here cannot verify the engine's CA), wrapped so that every per-host script fetch is
-//! recorded: that is what [`BootService::observations`] reports. `rivet-pxe` exposes no
-//! per-MAC hook for DHCP, so the DHCP observation is the script fetch too (a host that
-//! fetched its script did get an address); a host that never reached iPXE shows nothing.
+//! here cannot verify the engine's CA). DHCP, TFTP and that listener report to one
+//! `rivet-pxe` observer, which keeps per MAC the last DHCP request, Rivet's answer (or why
+//! it stayed silent), the iPXE load, the script fetch and the agent fetch: that is what
+//! [`BootService::observations`] reports, so a host whose agent never calls back is
+//! explained by the furthest step it reached. TFTP and file fetches are attributed through
+//! the addresses DHCP saw; with DHCP off (another server), only script fetches name a MAC.
 //!
 //! Virtual-media hosts boot a per-host agent ISO ([`agent_iso`]): the configured agent ISO
 //! with the host's channel parameters in its `rivet/cmdline` slot, served from memory at an
 //! unguessable URL on the same listener, with byte ranges for BMCs that mount rather than
-//! download it.
+//! download it. Its fetch is the virtual-media host's boot observation.
 
 pub mod agent_iso;
 
@@ -27,9 +29,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use rivet_agent::channel::params::{PARAM_CA, PARAM_HOST, PARAM_TOKEN, PARAM_URL};
@@ -37,7 +38,7 @@ use rivet_pxe::dhcp::{AddressPool, DhcpMode};
 use rivet_pxe::http::HttpState;
 use rivet_pxe::{
     AgentBoot, Asset, BootAction, BootConfig, BootServices, DhcpSettings, Host, HostTable,
-    HostTableHandle, HttpBase, TftpSettings, UnknownPolicy,
+    HostTableHandle, HttpBase, ObserverHandle, TftpSettings, UnknownPolicy,
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -45,6 +46,8 @@ use tokio::task::JoinHandle;
 use self::agent_iso::{AgentIsoTemplate, HostIso, RangeRequest};
 use super::{AgentToken, BootEntry, BootService, DriverError, DriverErrorKind, HostTarget};
 use crate::lifecycle::{BootObservations, HostId, MacAddr, Timestamp};
+
+mod observed;
 
 /// Which DHCP server the boot services run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,7 +158,7 @@ pub struct RealBoot {
     agent: AgentTemplate,
     base: HttpBase,
     uefi_ipxe: String,
-    seen: Arc<Mutex<HashMap<MacAddr, Timestamp>>>,
+    seen: Arc<observed::BootLog>,
     isos: Arc<Mutex<IsoShelf>>,
     iso_path: Option<PathBuf>,
     tasks: Vec<JoinHandle<()>>,
@@ -300,7 +303,10 @@ impl RealBoot {
             http: None,
             router_advertisements: settings.interface.is_some(),
         };
-        let mut services = BootServices::start(config, hosts.clone()).await?;
+        let seen = Arc::new(observed::BootLog::default());
+        let observer = ObserverHandle::new(seen.clone());
+        let mut services =
+            BootServices::start_observed(config, hosts.clone(), observer.clone()).await?;
         let open = |path: &PathBuf, field| {
             rivet_pxe::confine::ConfinedDir::open(path).map_err(|err| invalid(field, err))
         };
@@ -317,17 +323,16 @@ impl RealBoot {
                 .exists()
                 .then(|| open(&settings.ipxe_root, "ipxe_root"))
                 .transpose()?,
+            observer: Some(observer),
         };
-        let seen = Arc::new(Mutex::new(HashMap::new()));
         let isos = Arc::new(Mutex::new(IsoShelf::default()));
         let iso_routes = axum::Router::new()
             .route(ISO_ROUTE, axum::routing::get(serve_iso))
             .with_state(isos.clone());
-        let router = rivet_pxe::http::router(state).merge(iso_routes);
-        let router = router.layer(axum::middleware::from_fn({
-            let seen = seen.clone();
-            move |request: Request, next: Next| record_fetch(seen.clone(), request, next)
-        }));
+        // The peer address attributes file fetches to the MAC DHCP gave it.
+        let router = rivet_pxe::http::router(state)
+            .merge(iso_routes)
+            .into_make_service_with_connect_info::<SocketAddr>();
         let http = tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, router).await {
                 tracing::error!(error = %err, "the boot HTTP server stopped");
@@ -478,27 +483,6 @@ fn dhcp_settings(
     Ok(Some(dhcp))
 }
 
-/// Records per-host script fetches: the host reached iPXE and asked for its boot.
-async fn record_fetch(
-    seen: Arc<Mutex<HashMap<MacAddr, Timestamp>>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mac = request
-        .uri()
-        .path()
-        .strip_prefix("/boot/")
-        .and_then(|name| name.strip_suffix(".ipxe"))
-        .and_then(|mac| mac.parse::<rivet_pxe::MacAddr>().ok())
-        .map(|mac| MacAddr::new(mac.octets()));
-    if let Some(mac) = mac {
-        seen.lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(mac, Timestamp::now());
-    }
-    next.run(request).await
-}
-
 /// Where per-host ISOs are served: `/iso/<nonce>/rivet-agent.iso` (some BMCs want the
 /// name to end in `.iso`).
 const ISO_ROUTE: &str = "/iso/{nonce}/rivet-agent.iso";
@@ -636,23 +620,16 @@ impl BootService for RealBoot {
         mac: Option<MacAddr>,
         since: Timestamp,
     ) -> BootObservations {
-        let fetched = mac.and_then(|mac| {
-            self.seen
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .get(&mac)
-                .copied()
-        });
-        let fetched = fetched.filter(|&at| at >= since);
+        let mut seen = mac
+            .map(|mac| self.seen.observations(mac, since))
+            .unwrap_or_default();
         let iso_fetched = self
             .isos()
             .fetched
             .get(&host)
             .copied()
             .filter(|&at| at >= since);
-        BootObservations {
-            dhcp: fetched,
-            agent_fetched: fetched.max(iso_fetched),
-        }
+        seen.agent_fetched = seen.agent_fetched.max(iso_fetched);
+        seen
     }
 }

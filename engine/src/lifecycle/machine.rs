@@ -550,7 +550,7 @@ impl Machine<'_> {
                     let message = agent_timeout_reason(
                         self.host.spec.boot_mac_address,
                         self.host.spec.boot_method(),
-                        boot,
+                        &boot,
                         waited,
                     );
                     self.record(TimelineEvent::StepFailed {

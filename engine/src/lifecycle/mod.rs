@@ -37,4 +37,6 @@ pub use machine::{
 pub use state::{ErrorType, OperationalStatus, ProvisioningState};
 pub use steps::{Operation, Step, plan};
 pub use time::Timestamp;
-pub use timeline::{BootObservations, TimelineEntry, TimelineEvent, WaitReason, wait_reason};
+pub use timeline::{
+    BootObservations, DhcpAnswered, NextLoad, TimelineEntry, TimelineEvent, WaitReason, wait_reason,
+};

@@ -69,10 +69,11 @@ impl BootService for SimBoot {
     ) -> BootObservations {
         let seen = self
             .0
-            .with_world(|world| world.seen.get(&host).copied().unwrap_or_default());
+            .with_world(|world| world.seen.get(&host).cloned().unwrap_or_default());
         BootObservations {
             dhcp: seen.dhcp.filter(|&at| at >= since),
             agent_fetched: seen.agent_fetched.filter(|&at| at >= since),
+            ..BootObservations::default()
         }
     }
 }

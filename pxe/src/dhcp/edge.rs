@@ -15,6 +15,7 @@ use super::leases::LeaseRecord;
 use super::server::{DhcpServer, Reply, ServerPort};
 use super::store::LeaseStore;
 use crate::hosts::HostTableHandle;
+use crate::observe::ObserverHandle;
 
 /// Lease changes waiting for a commit, at most; beyond this the server is overloaded and
 /// drops requests (clients retry) rather than queueing without bound.
@@ -99,6 +100,7 @@ pub struct DhcpService {
     store: Option<Arc<LeaseStore>>,
     hosts: HostTableHandle,
     sockets: Arc<Sockets>,
+    observer: Option<ObserverHandle>,
 }
 
 impl DhcpService {
@@ -121,7 +123,14 @@ impl DhcpService {
             store: store.map(Arc::new),
             hosts,
             sockets: Arc::new(Sockets { dhcp, proxy_boot }),
+            observer: None,
         })
+    }
+
+    /// Reports every decodable DHCP message, and what was done about it, to `observer`.
+    pub fn observed_by(mut self, observer: ObserverHandle) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Serves until the task is dropped or a socket fails.
@@ -154,12 +163,17 @@ impl DhcpService {
             } else {
                 &dhcp_buffer[..len]
             };
-            let now = SystemTime::now()
+            let at = SystemTime::now();
+            let now = at
                 .duration_since(UNIX_EPOCH)
                 .map(|elapsed| elapsed.as_secs())
                 .unwrap_or(0);
             let hosts = self.hosts.hosts();
-            match self.server.handle(&hosts, datagram, source, port, now) {
+            let exchange = self.server.exchange(&hosts, datagram, source, port, now);
+            if let (Some(observer), Some(request)) = (&self.observer, exchange.request) {
+                observer.dhcp(request, &exchange.result, at);
+            }
+            match exchange.result {
                 Ok(handled) if handled.persist.is_empty() || self.store.is_none() => {
                     if let Some(reply) = handled.reply {
                         sockets.send(&reply).await;

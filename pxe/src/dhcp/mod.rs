@@ -16,6 +16,7 @@ pub mod wire;
 pub use edge::{DhcpPorts, DhcpService};
 pub use leases::{AddressPool, ClientId, Lease, LeaseRecord, LeaseState};
 pub use server::{
-    BootFiles, DhcpConfig, DhcpMode, DhcpServer, Handled, Reply, ServerPort, Silence, Subnet,
+    BootFiles, DhcpConfig, DhcpMode, DhcpServer, Exchange, Handled, Reply, RequestSeen, ServerPort,
+    Silence, Subnet,
 };
 pub use store::{LeaseStore, StoreError};

@@ -13,6 +13,8 @@ use super::wire::{Malformed, decode_request};
 use crate::cmdline::RelativePath;
 use crate::hosts::{BootAction, Host, HostTable, Lookup, UnknownPolicy, prefix_to_mask};
 use crate::ipxe::HttpBase;
+use crate::mac::MacAddr;
+use crate::observe::BootOffered;
 
 /// PXE vendor options (option 43) sent with every PXE boot offer: sub-option 6,
 /// PXE_DISCOVERY_CONTROL, with bit 3 set ("a boot file name is present: download it, no
@@ -127,6 +129,10 @@ pub struct Reply {
     pub datagram: Vec<u8>,
     /// What kind of reply it is, for logs.
     pub kind: MessageType,
+    /// The address it gives (`yiaddr`), if any.
+    pub address: Option<Ipv4Addr>,
+    /// What it tells the client to load next, if anything.
+    pub boot: Option<BootOffered>,
 }
 
 /// The result of handling a request: what to persist, then what to send.
@@ -137,6 +143,23 @@ pub struct Reply {
 pub struct Handled {
     pub reply: Option<Reply>,
     pub persist: Vec<LeaseRecord>,
+}
+
+/// Who sent a decodable DHCP message and what it was: the data an observation is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestSeen {
+    /// The client's Ethernet address (`None` for other hardware types).
+    pub mac: Option<MacAddr>,
+    pub message: MessageType,
+    /// The address the client holds (`ciaddr`) or, in a REQUEST, asks for (option 50).
+    pub address: Option<Ipv4Addr>,
+}
+
+/// The whole result of handling a datagram: who asked (when it decoded) and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub request: Option<RequestSeen>,
+    pub result: Result<Handled, Silence>,
 }
 
 /// Why a datagram got no answer.
@@ -197,10 +220,47 @@ impl DhcpServer {
         port: ServerPort,
         now: u64,
     ) -> Result<Handled, Silence> {
-        let request = decode_request(datagram)?;
-        let kind = request.opts().msg_type().ok_or(Silence::Bootp)?;
+        self.exchange(hosts, datagram, source, port, now).result
+    }
+
+    /// [`handle`](Self::handle), also saying who sent the datagram and what it was.
+    pub fn exchange(
+        &mut self,
+        hosts: &HostTable,
+        datagram: &[u8],
+        source: SocketAddrV4,
+        port: ServerPort,
+        now: u64,
+    ) -> Exchange {
+        let request = match decode_request(datagram) {
+            Ok(request) => request,
+            Err(malformed) => {
+                return Exchange {
+                    request: None,
+                    result: Err(malformed.into()),
+                };
+            }
+        };
+        let Some(kind) = request.opts().msg_type() else {
+            return Exchange {
+                request: None,
+                result: Err(Silence::Bootp),
+            };
+        };
         let client = ClientInfo::from_message(&request);
-        match (port, self.config.mode) {
+        let claimed = Some(request.ciaddr())
+            .filter(|address| !address.is_unspecified())
+            .or_else(|| {
+                (kind == MessageType::Request)
+                    .then(|| requested_address(&request))
+                    .flatten()
+            });
+        let seen = RequestSeen {
+            mac: client.mac,
+            message: kind,
+            address: claimed,
+        };
+        let result = match (port, self.config.mode) {
             (ServerPort::ProxyBoot, _) => {
                 self.proxy_boot_request(hosts, &request, &client, kind, source)
             }
@@ -213,6 +273,10 @@ impl DhcpServer {
                 MessageType::Inform => self.inform(hosts, &request, &client),
                 _ => Err(Silence::NotForUs("not a message a server answers")),
             },
+        };
+        Exchange {
+            request: Some(seen),
+            result,
         }
     }
 
@@ -231,8 +295,15 @@ impl DhcpServer {
         }
         let boot = self.boot_offer(hosts, client)?;
         let mut reply = self.reply_to(request, MessageType::Offer);
-        self.add_boot(&mut reply, &boot, client);
-        self.send(reply, request, ServerPort::Dhcp, MessageType::Offer, None)
+        let offered = self.add_boot(&mut reply, &boot, client);
+        self.send(
+            reply,
+            request,
+            ServerPort::Dhcp,
+            MessageType::Offer,
+            None,
+            Some(offered),
+        )
     }
 
     /// Port 4011: a client that got its address elsewhere asks for its boot file.
@@ -250,13 +321,14 @@ impl DhcpServer {
         let boot = self.boot_offer(hosts, client)?;
         let mut reply = self.reply_to(request, MessageType::Ack);
         reply.set_ciaddr(request.ciaddr());
-        self.add_boot(&mut reply, &boot, client);
+        let offered = self.add_boot(&mut reply, &boot, client);
         self.send(
             reply,
             request,
             ServerPort::ProxyBoot,
             MessageType::Ack,
             Some(source),
+            Some(offered),
         )
     }
 
@@ -281,11 +353,19 @@ impl DhcpServer {
         let mut reply = self.reply_to(request, MessageType::Offer);
         reply.set_yiaddr(address);
         self.add_address_options(&mut reply, host, true);
-        if let Ok(boot) = self.boot_offer(hosts, client) {
-            self.add_boot(&mut reply, &boot, client);
-        }
+        let offered = self
+            .boot_offer(hosts, client)
+            .ok()
+            .map(|boot| self.add_boot(&mut reply, &boot, client));
         tracing::debug!(client = ?client.mac, %address, "offering an address");
-        self.send(reply, request, ServerPort::Dhcp, MessageType::Offer, None)
+        self.send(
+            reply,
+            request,
+            ServerPort::Dhcp,
+            MessageType::Offer,
+            None,
+            offered,
+        )
     }
 
     /// The address to offer: the host's fixed one, else the client's previous or requested
@@ -391,7 +471,7 @@ impl DhcpServer {
             nak.opts_mut().insert(DhcpOption::Message(
                 "address not available to this client".into(),
             ));
-            return self.send(nak, request, ServerPort::Dhcp, MessageType::Nak, None);
+            return self.send(nak, request, ServerPort::Dhcp, MessageType::Nak, None, None);
         }
         let lease = Lease {
             client: client.id.clone(),
@@ -403,10 +483,18 @@ impl DhcpServer {
         reply.set_yiaddr(address);
         reply.set_ciaddr(request.ciaddr());
         self.add_address_options(&mut reply, host, true);
-        if let Ok(boot) = self.boot_offer(hosts, client) {
-            self.add_boot(&mut reply, &boot, client);
-        }
-        let mut handled = self.send(reply, request, ServerPort::Dhcp, MessageType::Ack, None)?;
+        let offered = self
+            .boot_offer(hosts, client)
+            .ok()
+            .map(|boot| self.add_boot(&mut reply, &boot, client));
+        let mut handled = self.send(
+            reply,
+            request,
+            ServerPort::Dhcp,
+            MessageType::Ack,
+            None,
+            offered,
+        )?;
         handled.persist.push(LeaseRecord { address, lease });
         Ok(handled)
     }
@@ -487,10 +575,18 @@ impl DhcpServer {
         let mut reply = self.reply_to(request, MessageType::Ack);
         reply.set_ciaddr(request.ciaddr());
         self.add_address_options(&mut reply, host, false);
-        if let Ok(boot) = self.boot_offer(hosts, client) {
-            self.add_boot(&mut reply, &boot, client);
-        }
-        self.send(reply, request, ServerPort::Dhcp, MessageType::Ack, None)
+        let offered = self
+            .boot_offer(hosts, client)
+            .ok()
+            .map(|boot| self.add_boot(&mut reply, &boot, client));
+        self.send(
+            reply,
+            request,
+            ServerPort::Dhcp,
+            MessageType::Ack,
+            None,
+            offered,
+        )
     }
 
     fn check_server_id(&self, request: &Message) -> Result<(), Silence> {
@@ -602,7 +698,8 @@ impl DhcpServer {
         }
     }
 
-    fn add_boot(&self, reply: &mut Message, boot: &BootOffer, client: &ClientInfo) {
+    /// Adds `boot` to `reply` and says what it offers.
+    fn add_boot(&self, reply: &mut Message, boot: &BootOffer, client: &ClientInfo) -> BootOffered {
         // The BOOTP file field holds 127 characters; option 67 carries the name either way.
         if boot.file.len() < 128 {
             reply.set_fname_str(&boot.file);
@@ -634,6 +731,11 @@ impl DhcpServer {
         if let Some(mac) = client.mac {
             tracing::info!(host = %mac, file = %boot.file, "boot file offered");
         }
+        match (boot.tftp, boot.class) {
+            (true, _) => BootOffered::IpxeOverTftp,
+            (false, BootClient::Http) => BootOffered::IpxeOverHttp,
+            (false, _) => BootOffered::Script,
+        }
     }
 
     /// Encodes `reply` and addresses it (RFC 2131 §4.1): to the relay if relayed, to the
@@ -646,7 +748,9 @@ impl DhcpServer {
         from: ServerPort,
         kind: MessageType,
         source: Option<SocketAddrV4>,
+        boot: Option<BootOffered>,
     ) -> Result<Handled, Silence> {
+        let address = Some(reply.yiaddr()).filter(|address| !address.is_unspecified());
         let relay = request.giaddr();
         let to = if let Some(source) = source {
             source
@@ -671,6 +775,8 @@ impl DhcpServer {
                 from,
                 datagram,
                 kind,
+                address,
+                boot,
             }),
             persist: Vec::new(),
         })

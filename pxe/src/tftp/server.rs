@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use super::packet::{self, ErrorCode, Mode, Packet};
 use super::transfer::{Failure, Step, TftpLimits, Transfer, negotiate};
 use crate::confine::{ConfineError, ConfinedDir};
+use crate::observe::{ObserverHandle, TftpOutcome};
 
 /// Files read for a netascii transfer are converted in memory; larger ones must use octet.
 const NETASCII_MAX: u64 = 64 << 20;
@@ -52,6 +53,7 @@ pub struct TftpServer {
     limits: TftpLimits,
     permits: Arc<Semaphore>,
     active: Arc<Mutex<HashSet<SocketAddr>>>,
+    observer: Option<ObserverHandle>,
 }
 
 /// Tells transfer threads to stop when the server's task ends (they notice within one
@@ -75,7 +77,14 @@ impl TftpServer {
             limits: config.limits,
             permits: Arc::new(Semaphore::new(config.max_transfers.max(1))),
             active: Arc::default(),
+            observer: None,
         })
+    }
+
+    /// Reports each read request's outcome (sent, or refused and why) to `observer`.
+    pub fn observed_by(mut self, observer: ObserverHandle) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The address requests are received on.
@@ -125,6 +134,7 @@ impl TftpServer {
                 root: self.root.clone(),
                 limits: self.limits,
                 stop: stop.clone(),
+                observer: self.observer.clone(),
             };
             let active = self.active.clone();
             let spawned = std::thread::Builder::new()
@@ -258,9 +268,16 @@ struct Job {
     root: ConfinedDir,
     limits: TftpLimits,
     stop: Arc<AtomicBool>,
+    observer: Option<ObserverHandle>,
 }
 
 impl Job {
+    fn observe(&self, file: &str, outcome: TftpOutcome) {
+        if let (Some(observer), IpAddr::V4(ip)) = (&self.observer, self.client.ip()) {
+            observer.tftp(ip, file, outcome);
+        }
+    }
+
     fn run(&self) -> io::Result<()> {
         let client = self.client;
         let socket = StdUdpSocket::bind((self.local_ip, 0))?;
@@ -293,6 +310,7 @@ impl Job {
             Err(err) => {
                 tracing::info!(%client, file = %name, error = %err, "TFTP request refused");
                 let (code, message) = refusal(&err);
+                self.observe(name, TftpOutcome::Refused(message));
                 return refuse(code, message);
             }
         };
@@ -362,6 +380,7 @@ impl Job {
                         retransmissions, elapsed_ms = started.elapsed().as_millis() as u64,
                         "TFTP transfer complete"
                     );
+                    self.observe(name, TftpOutcome::Sent { bytes: size });
                     return Ok(());
                 }
                 Step::Failed { reason, error } => {

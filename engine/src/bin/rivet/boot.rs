@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -11,8 +12,8 @@ use rivet_pxe::cmdline::RelativePath;
 use rivet_pxe::dhcp::{AddressPool, BootFiles, DhcpMode, DhcpPorts};
 use rivet_pxe::tftp::TftpLimits;
 use rivet_pxe::{
-    BootConfig, BootServices, DhcpSettings, HostTable, HostTableHandle, HttpBase, HttpSettings,
-    MacAddr, TftpSettings,
+    BootConfig, BootObserver, BootServices, DhcpSettings, HostTable, HostTableHandle, HttpBase,
+    HttpSettings, MacAddr, Observation, ObserverHandle, TftpSettings,
 };
 
 #[derive(Debug, Args)]
@@ -253,7 +254,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let hosts = HostTableHandle::new(table);
         let watcher = hosts.watch_file(args.hosts.clone(), Duration::from_secs(2));
-        let mut services = BootServices::start(config, hosts)
+        let observer = ObserverHandle::new(Arc::new(LogObservations));
+        let mut services = BootServices::start_observed(config, hosts, observer)
             .await
             .context("starting the boot services")?;
         let mut terminate =
@@ -269,6 +271,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("boot services stopped");
         outcome
     })
+}
+
+/// Logs what each machine asked for and got, at debug level: a per-MAC trail (with the
+/// reason for every unanswered DHCP request) without an engine.
+struct LogObservations;
+
+impl BootObserver for LogObservations {
+    fn observe(&self, seen: &Observation) {
+        tracing::debug!(host = ?seen.mac, ip = ?seen.ip, event = ?seen.kind, "boot observation");
+    }
 }
 
 #[cfg(test)]

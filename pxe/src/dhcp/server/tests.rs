@@ -621,3 +621,69 @@ fn malformed_and_bootp_packets_get_silence() {
     bootp.0.opts_mut().remove(OptionCode::MessageType);
     assert_eq!(h.send(&bootp), Err(Silence::Bootp));
 }
+
+#[test]
+fn exchanges_say_who_asked_what_they_were_given_and_what_to_load_next() {
+    let mut h = Harness::new(DhcpMode::Authoritative, HOSTS);
+    let source = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68);
+    let exchange = |h: &mut Harness, request: &Request| {
+        h.server
+            .exchange(&h.hosts, &request.bytes(), source, ServerPort::Dhcp, h.now)
+    };
+    let known = MacAddr::new(mac(1));
+
+    let offer = exchange(&mut h, &Request::new(1, MessageType::Discover).pxe(0));
+    assert_eq!(
+        offer.request,
+        Some(RequestSeen {
+            mac: Some(known),
+            message: MessageType::Discover,
+            address: None,
+        })
+    );
+    let reply = offer.result.unwrap().reply.unwrap();
+    assert_eq!(reply.address, Some(Ipv4Addr::new(10, 99, 0, 11)));
+    assert_eq!(reply.boot, Some(BootOffered::IpxeOverTftp));
+
+    // iPXE asking again is given its script; the REQUEST claims the address.
+    let ack = exchange(
+        &mut h,
+        &Request::new(1, MessageType::Request)
+            .ipxe()
+            .server_id(SERVER)
+            .requested(Ipv4Addr::new(10, 99, 0, 11)),
+    );
+    assert_eq!(
+        ack.request.map(|seen| seen.address),
+        Some(Some(Ipv4Addr::new(10, 99, 0, 11)))
+    );
+    let reply = ack.result.unwrap().reply.unwrap();
+    assert_eq!(reply.kind, MessageType::Ack);
+    assert_eq!(reply.boot, Some(BootOffered::Script));
+
+    let http = exchange(&mut h, &Request::new(4, MessageType::Discover).http_boot());
+    assert_eq!(
+        http.result.unwrap().reply.unwrap().boot,
+        Some(BootOffered::IpxeOverHttp)
+    );
+    // An operating system's DHCP client gets an address and nothing to load.
+    let plain = exchange(&mut h, &Request::new(2, MessageType::Discover));
+    assert_eq!(plain.result.unwrap().reply.unwrap().boot, None);
+
+    // Silence still says who it was for.
+    let ignored = exchange(&mut h, &Request::new(3, MessageType::Discover).pxe(0));
+    assert_eq!(
+        ignored.request.and_then(|seen| seen.mac),
+        Some(MacAddr::new(mac(3)))
+    );
+    assert_eq!(
+        ignored.result,
+        Err(Silence::NotForUs("the host table says to ignore this host"))
+    );
+    // Garbage has no sender to report.
+    let garbage = h
+        .server
+        .exchange(&h.hosts, &[1; 10], source, ServerPort::Dhcp, h.now);
+    assert_eq!(garbage.request, None);
+    assert!(garbage.result.is_err());
+}
