@@ -435,7 +435,7 @@ fn serve_engine(line: &rivet_agent::cmdline::KernelCommandLine, inventory: &Inve
         }
     };
     runtime.block_on(client.run(Arc::new(Machine::live())));
-    println!("rivet-agent: released by the engine");
+    println!("rivet-agent: the engine is done with this agent");
     true
 }
 

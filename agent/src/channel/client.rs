@@ -249,17 +249,22 @@ impl Client {
         }
     }
 
-    /// Keeps the channel open and serves commands until the engine releases the agent.
-    /// Connection failures are logged and retried with back-off; they never end the loop.
+    /// Keeps the channel open and serves commands until the engine releases the agent, or
+    /// refuses it after having accepted it: its token is per deployment, so an engine that
+    /// no longer knows it has finished with this agent (detached or deleted the host while
+    /// the link was down) and will not know it again. Other connection failures are logged
+    /// and retried with back-off; they never end the loop.
     pub async fn run<H: JobHandler>(&self, handler: Arc<H>) {
         let mut session = Session::new();
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut job: Option<JoinHandle<()>> = None;
         let mut delay = self.config.backoff_initial;
+        let mut accepted_before = false;
         loop {
             match self.connect().await {
                 Ok(Connection(socket)) => {
                     tracing::info!(url = %self.config.params.url, "connected to the engine");
+                    accepted_before = true;
                     delay = self.config.backoff_initial;
                     let ended = self
                         .serve(
@@ -279,6 +284,16 @@ impl Client {
                         return;
                     }
                     tracing::warn!(reason = %ended, "lost the engine; reconnecting");
+                }
+                Err(ConnectError::Rejected(status)) if accepted_before => {
+                    if let Some(job) = job.take() {
+                        job.abort();
+                    }
+                    tracing::info!(
+                        status,
+                        "the engine no longer accepts this agent's token: it is done with it"
+                    );
+                    return;
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in = ?delay, "cannot connect to the engine");

@@ -23,7 +23,7 @@ use crate::api::{self, ApiToken, AppState, TlsMaterial};
 use crate::drivers::{AgentToken, BmcTarget, BootEntry, BootService, Drivers};
 use crate::lifecycle::{
     BootMethod, BootMode, BootObservations, DetachSpec, ImageSpec, Intent, MacAddr,
-    ProvisioningState as S, Timestamp,
+    OperationalStatus, ProvisioningState as S, Timestamp,
 };
 use crate::runtime::testkit::{settled, wait_for};
 use crate::runtime::{BmcAccess, EngineConfig, EngineHandle, EnrollRequest, HostEventKind};
@@ -588,6 +588,46 @@ async fn a_deploy_that_finishes_while_the_link_is_down_is_reported_once_it_is_ba
         "the deploy ran once; its result crossed the new connection"
     );
     running.abort();
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agent_the_engine_forgot_while_it_was_away_stops_instead_of_knocking_forever() {
+    let (rig, token) = rig_with_host("h9").await;
+    let upstream: u16 = rig.url.rsplit(':').next().unwrap().parse().unwrap();
+    let relay = Relay::start(upstream).await;
+    let agent = Arc::new(TestAgent::default());
+    let through_relay = format!("https://localhost:{}", relay.port);
+    let running = rig.run_agent(&through_relay, &token, &agent);
+    wait_for(&rig.handle, "h9", "available", settled(S::Available)).await;
+
+    // The link drops; while the agent is away the host is detached, which ends its
+    // deployment: the release finds no agent and the token is forgotten.
+    relay.down();
+    wait_for(&rig.handle, "h9", "disconnected", |view| {
+        !view.status.agent.connected
+    })
+    .await;
+    rig.handle
+        .apply("h9", Intent::Detach(DetachSpec::default()))
+        .await
+        .unwrap();
+    wait_for(&rig.handle, "h9", "detached", |view| {
+        view.status.operational_status == OperationalStatus::Detached
+    })
+    .await;
+    assert!(
+        !running.is_finished(),
+        "the agent is still trying to reach the engine"
+    );
+
+    // Back on the network, it is refused and stops rather than retrying for ever.
+    relay.up();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the forgotten agent stops")
+        .unwrap();
+    assert!(rig.channel.connected_hosts().is_empty());
     rig.shutdown().await;
 }
 
