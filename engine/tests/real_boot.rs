@@ -15,7 +15,7 @@ use rivet_engine::drivers::{
 use rivet_engine::lifecycle::{
     BootMethod, BootMode, BootObservations, HostId, MacAddr, NextLoad, Timestamp,
 };
-use rivet_tests::{Netns, PXE_BIOS_CLASS, scratch_dir, udhcpc, wait_until};
+use rivet_tests::{Netns, PXE_BIOS_CLASS, iso, scratch_dir, udhcpc, wait_until};
 
 const CA: &str = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
 const MAC: MacAddr = MacAddr::new([0x52, 0x54, 0, 0xb0, 0, 7]);
@@ -307,67 +307,23 @@ fn netns_observations_follow_a_real_client_from_dhcp_to_the_agent_files() {
     services.join().unwrap();
 }
 
-/// Builds an ISO with xorriso holding `rivet/cmdline` (the slot, as `just agent-image`
-/// writes it, when `slot` is set) and a filler file, and returns its path.
-fn xorriso_iso(dir: &std::path::Path, slot: bool) -> std::path::PathBuf {
-    let xorriso = rivet_tests::require_tool("xorriso");
-    let tree = dir.join("tree");
-    std::fs::create_dir_all(tree.join("rivet")).unwrap();
-    std::fs::create_dir_all(tree.join("boot")).unwrap();
-    std::fs::write(tree.join("boot/filler"), vec![0x5a; 300_000]).unwrap();
+/// An agent ISO at `<dir>/rivet-agent/rivet-agent.iso` (where the boot settings look), with
+/// the slot carrying a word of its own, or from before the slot.
+fn template_iso(dir: &std::path::Path, slot: bool) -> std::path::PathBuf {
+    let iso = dir.join("rivet-agent/rivet-agent.iso");
     let cmdline = if slot {
-        format!("{:<4095}\n", "rivet-cmdline-slot-v1 rivet.link_timeout=5")
+        iso::cmdline_slot("rivet.link_timeout=5")
     } else {
         "rivet.job=inventory\n".to_owned()
     };
-    std::fs::write(tree.join("rivet/cmdline"), cmdline).unwrap();
-    let iso = dir.join("rivet-agent/rivet-agent.iso");
-    std::fs::create_dir_all(iso.parent().unwrap()).unwrap();
-    let out = std::process::Command::new(xorriso)
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-R",
-            "-J",
-            "-V",
-            "RIVET_AGENT",
-            "-o",
-        ])
-        .arg(&iso)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    iso::agent_iso(&iso, &cmdline);
     iso
-}
-
-/// What xorriso reads as `rivet/cmdline` in the ISO at `iso`.
-fn cmdline_in(iso: &std::path::Path) -> String {
-    let into = iso.with_extension("cmdline");
-    let out = std::process::Command::new("xorriso")
-        .args(["-osirrox", "on", "-indev"])
-        .arg(iso)
-        .args(["-extract", "/rivet/cmdline"])
-        .arg(&into)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(into).unwrap()
 }
 
 #[tokio::test]
 async fn virtual_media_hosts_get_their_own_iso_with_the_channel_parameters() {
     let files = scratch_dir("iso-files");
-    let template = xorriso_iso(files.path(), true);
+    let template = template_iso(files.path(), true);
     let state = scratch_dir("iso-state");
     let boot = RealBoot::start(&settings(files.path()), CA, state.path())
         .await
@@ -407,7 +363,7 @@ async fn virtual_media_hosts_get_their_own_iso_with_the_channel_parameters() {
     // xorriso reads the host's ISO as a sound ISO whose cmdline is the agent's parameters.
     let host_iso = files.path().join("host.iso");
     std::fs::write(&host_iso, &bytes).unwrap();
-    let line = cmdline_in(&host_iso);
+    let line = String::from_utf8(iso::extract(&host_iso, "/rivet/cmdline")).unwrap();
     assert_eq!(line.len(), 4096);
     let params = ChannelParams::from_cmdline(&line).unwrap();
     assert_eq!(params.token.expose(), token.expose());
@@ -466,7 +422,7 @@ async fn virtual_media_hosts_get_their_own_iso_with_the_channel_parameters() {
 #[tokio::test]
 async fn an_agent_iso_without_the_slot_is_refused_with_the_fix() {
     let files = scratch_dir("iso-old");
-    xorriso_iso(files.path(), false);
+    template_iso(files.path(), false);
     let state = scratch_dir("iso-old-state");
     let boot = RealBoot::start(&settings(files.path()), CA, state.path())
         .await

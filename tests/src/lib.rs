@@ -13,6 +13,7 @@ mod dnsmasq;
 pub mod fault_proxy;
 pub mod http;
 mod ipmi_sim;
+pub mod iso;
 pub mod libvirt;
 mod net;
 mod netns_more;

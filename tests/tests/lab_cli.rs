@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rivet_tests::qemu::{guest_kernel, marker_initramfs};
-use rivet_tests::{cargo_bin, require_root, require_tool, scratch_dir};
+use rivet_tests::{cargo_bin, iso, require_root, require_tool, scratch_dir};
 use serde_json::Value;
 
 fn rivet(args: &[&str]) -> Output {
@@ -64,6 +64,15 @@ impl Lab {
 
     fn up(&self) -> Output {
         self.up_command().output().unwrap()
+    }
+
+    /// `lab up --bmc <bmc>` with sushy-emulator on PATH.
+    fn up_redfish(&self, bmc: &str) -> Output {
+        self.up_command()
+            .args(["--bmc", bmc])
+            .env("PATH", path_with_sushy())
+            .output()
+            .unwrap()
     }
 
     fn up_command(&self) -> Command {
@@ -214,35 +223,20 @@ fn path_with_sushy() -> String {
     )
 }
 
-/// An ISO made by xorriso with `rivet/cmdline` as `just agent-image` writes it (the slot)
-/// or, without `slot`, as an ISO from before the slot did.
-fn agent_iso(path: &Path, slot: bool) {
-    let tree = path.with_extension("tree");
-    std::fs::create_dir_all(tree.join("rivet")).unwrap();
+/// The agent ISO under the lab's image directory: with the slot, or from before it.
+fn agent_iso(lab: &Lab, slot: bool) {
     let cmdline = if slot {
-        format!("{:<4095}\n", "rivet-cmdline-slot-v1")
+        iso::cmdline_slot("")
     } else {
         "rivet.job=inventory\n".to_owned()
     };
-    std::fs::write(tree.join("rivet/cmdline"), cmdline).unwrap();
-    let out = Command::new(require_tool("xorriso"))
-        .args(["-as", "mkisofs", "-quiet", "-R", "-J", "-o"])
-        .arg(path)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    iso::agent_iso(&lab.dir.path().join("agent/rivet-agent.iso"), &cmdline);
 }
 
 #[test]
 fn vm_netns_lab_up_runs_a_redfish_host_and_down_removes_everything() {
     let lab = Lab::new("rf");
-    let out = lab
-        .up_command()
-        .args(["--bmc", "redfish"])
-        .env("PATH", path_with_sushy())
-        .output()
-        .unwrap();
+    let out = lab.up_redfish("redfish");
     assert!(out.status.success(), "lab up: {}", text(&out));
 
     let status = lab.status();
@@ -283,13 +277,8 @@ fn vm_netns_lab_up_runs_a_redfish_host_and_down_removes_everything() {
 #[test]
 fn vm_netns_a_virtual_media_lab_serves_the_agent_iso_its_bmc_can_insert() {
     let lab = Lab::new("vm");
-    agent_iso(&lab.dir.path().join("agent/rivet-agent.iso"), true);
-    let out = lab
-        .up_command()
-        .args(["--bmc", "redfish-virtualmedia"])
-        .env("PATH", path_with_sushy())
-        .output()
-        .unwrap();
+    agent_iso(&lab, true);
+    let out = lab.up_redfish("redfish-virtualmedia");
     assert!(out.status.success(), "lab up: {}", text(&out));
     let status = lab.status();
     let address = status["hosts"][0]["bmc_address"]
@@ -336,13 +325,8 @@ fn vm_netns_a_virtual_media_lab_serves_the_agent_iso_its_bmc_can_insert() {
 #[test]
 fn netns_a_virtual_media_lab_refuses_an_agent_iso_that_cannot_carry_parameters() {
     let lab = Lab::new("old");
-    agent_iso(&lab.dir.path().join("agent/rivet-agent.iso"), false);
-    let out = lab
-        .up_command()
-        .args(["--bmc", "redfish-virtualmedia"])
-        .env("PATH", path_with_sushy())
-        .output()
-        .unwrap();
+    agent_iso(&lab, false);
+    let out = lab.up_redfish("redfish-virtualmedia");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

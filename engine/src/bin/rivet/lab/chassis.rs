@@ -119,9 +119,7 @@ pub(crate) fn serial_log(dir: &Path) -> PathBuf {
 
 /// The host's QEMU, if it runs.
 pub(crate) fn running_qemu(dir: &Path) -> Option<Process> {
-    let pid = std::fs::read_to_string(dir.join(PIDFILE)).ok()?;
-    let process = Process::from_pid(pid.trim().parse().ok()?)?;
-    (process.comm.starts_with("qemu-system") && process.is_running()).then_some(process)
+    super::process::qemu_from_pidfile(&dir.join(PIDFILE))
 }
 
 /// One ipmi_sim request; answers go to standard output.

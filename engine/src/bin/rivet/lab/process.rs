@@ -97,6 +97,23 @@ fn read_stat(pid: i32) -> Option<(String, char)> {
     Some((comm, state))
 }
 
+/// The QEMU whose PID `pidfile` holds, if it runs.
+pub(crate) fn qemu_from_pidfile(pidfile: &Path) -> Option<Process> {
+    let pid = std::fs::read_to_string(pidfile).ok()?;
+    let process = Process::from_pid(pid.trim().parse().ok()?)?;
+    (process.comm.starts_with("qemu-system") && process.is_running()).then_some(process)
+}
+
+/// `N` bytes from the kernel's random generator (passwords, UUIDs).
+pub(crate) fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes)
+}
+
 /// Starts `command` in its own process group with output to `log`, not waiting for it: a
 /// lab daemon outlives `rivet lab up`.
 pub(crate) fn spawn_detached(command: &mut Command, log: &Path) -> anyhow::Result<Process> {

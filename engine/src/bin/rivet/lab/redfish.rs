@@ -14,7 +14,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::network::in_netns;
-use super::process::{Process, find_tool, run_checked, spawn_detached};
+use super::process::{
+    Process, find_tool, qemu_from_pidfile, random_bytes, run_checked, spawn_detached,
+};
 
 /// Where the emulator listens, on the lab's bridge address.
 pub(crate) const SUSHY_PORT: u16 = 8000;
@@ -179,12 +181,11 @@ pub(crate) fn start_libvirtd(
 
 /// `virsh` against the lab's libvirtd.
 pub(crate) fn virsh(tools: &RedfishTools, lab_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    run_checked(
-        Command::new(&tools.virsh)
-            .arg("-c")
-            .arg(uri(lab_dir))
-            .args(args),
-    )
+    virsh_at(&tools.virsh, lab_dir, args)
+}
+
+fn virsh_at(virsh: &Path, lab_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    run_checked(Command::new(virsh).arg("-c").arg(uri(lab_dir)).args(args))
 }
 
 /// One machine of the lab.
@@ -275,17 +276,17 @@ pub(crate) fn start_sushy(
     let config = format!(
         "SUSHY_EMULATOR_LISTEN_IP = '{address}'\n\
          SUSHY_EMULATOR_LISTEN_PORT = {SUSHY_PORT}\n\
-         SUSHY_EMULATOR_STATE_DIR = {state:?}\n\
-         SUSHY_EMULATOR_AUTH_FILE = {htpasswd:?}\n\
-         SUSHY_EMULATOR_LIBVIRT_URI = {uri:?}\n\
+         SUSHY_EMULATOR_STATE_DIR = {state}\n\
+         SUSHY_EMULATOR_AUTH_FILE = {htpasswd}\n\
+         SUSHY_EMULATOR_LIBVIRT_URI = {uri}\n\
          SUSHY_EMULATOR_IGNORE_BOOT_DEVICE = False\n\
          SUSHY_EMULATOR_BOOT_LOADER_MAP = {{\n\
          \x20   'UEFI': {{'x86_64': '/usr/share/OVMF/OVMF_CODE_4M.fd'}},\n\
          \x20   'Legacy': {{'x86_64': '/usr/share/seabios/bios-256k.bin'}}}}\n\
          SUSHY_EMULATOR_SECURE_BOOT_DISABLED_NVRAM = '/usr/share/OVMF/OVMF_VARS_4M.fd'\n",
-        state = dir.join("state").display().to_string(),
-        htpasswd = htpasswd.display().to_string(),
-        uri = uri(lab_dir),
+        state = python_str(&dir.join("state").display().to_string()),
+        htpasswd = python_str(&htpasswd.display().to_string()),
+        uri = python_str(&uri(lab_dir)),
     );
     let config_file = dir.join("emulator.conf");
     std::fs::write(&config_file, config)?;
@@ -303,6 +304,11 @@ pub(crate) fn start_sushy(
         Ok(std::fs::read_to_string(&log)?.contains("Running on"))
     })?;
     Ok(emulator)
+}
+
+/// `text` as a Python string literal.
+fn python_str(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 fn bcrypt_hash(python: &Path, password: &str) -> anyhow::Result<String> {
@@ -337,25 +343,17 @@ fn bcrypt_hash(python: &Path, password: &str) -> anyhow::Result<String> {
 pub(crate) fn destroy_domains(virsh: &Path, lab_dir: &Path) -> Vec<String> {
     let mut failures = Vec::new();
     if socket(lab_dir).exists() {
-        let listed = run_checked(Command::new(virsh).arg("-c").arg(uri(lab_dir)).args([
-            "list",
-            "--name",
-            "--state-running",
-        ]));
+        let listed = virsh_at(virsh, lab_dir, &["list", "--name", "--state-running"]);
         for name in listed.unwrap_or_default().split_whitespace() {
-            let _ = run_checked(
-                Command::new(virsh)
-                    .arg("-c")
-                    .arg(uri(lab_dir))
-                    .args(["destroy", name]),
-            );
+            // Whatever survives is killed through its PID file below.
+            let _ = virsh_at(virsh, lab_dir, &["destroy", name]);
         }
     }
     let run = libvirt_dir(lab_dir).join("run/libvirt/qemu/run");
     for entry in std::fs::read_dir(run).into_iter().flatten().flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|ext| ext == "pid")
-            && let Some(qemu) = running_qemu(&path)
+            && let Some(qemu) = qemu_from_pidfile(&path)
             && let Err(err) = qemu.stop(Duration::from_secs(5))
         {
             failures.push(format!("QEMU {}: {err:#}", qemu.pid));
@@ -364,20 +362,9 @@ pub(crate) fn destroy_domains(virsh: &Path, lab_dir: &Path) -> Vec<String> {
     failures
 }
 
-/// The QEMU whose PID `pidfile` holds, if it runs.
-pub(crate) fn running_qemu(pidfile: &Path) -> Option<Process> {
-    let pid = std::fs::read_to_string(pidfile).ok()?;
-    let process = Process::from_pid(pid.trim().parse().ok()?)?;
-    (process.comm.starts_with("qemu-system") && process.is_running()).then_some(process)
-}
-
 /// A random UUID (version 4) for a domain.
 pub(crate) fn random_uuid() -> anyhow::Result<String> {
-    use std::io::Read as _;
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut b))
-        .context("reading /dev/urandom")?;
+    let mut b = random_bytes::<16>()?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -411,6 +398,12 @@ mod tests {
         assert!(xml.contains("<target dev='tap1' managed='no'/>"));
         assert!(xml.contains("<source path='/var/tmp/lab/serial.log' append='on'/>"));
         assert!(xml.contains("<memory unit='MiB'>512</memory>"));
+    }
+
+    #[test]
+    fn paths_become_python_literals_that_mean_the_same() {
+        assert_eq!(python_str("/var/tmp/lab"), "'/var/tmp/lab'");
+        assert_eq!(python_str(r"/it's\\here"), r"'/it\'s\\\\here'");
     }
 
     #[test]

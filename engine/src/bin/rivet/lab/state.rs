@@ -80,7 +80,7 @@ impl LabHost {
     /// The host's QEMU, when it runs (its chassis control records the PID).
     pub(crate) fn qemu(&self) -> Option<Process> {
         match &self.qemu_pidfile {
-            Some(pidfile) => redfish::running_qemu(pidfile),
+            Some(pidfile) => super::process::qemu_from_pidfile(pidfile),
             None => chassis::running_qemu(&self.dir),
         }
     }

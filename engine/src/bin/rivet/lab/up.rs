@@ -280,14 +280,23 @@ fn build(
     Ok(())
 }
 
-/// Host `index`'s name, directory, tap (made for `tap_owner`), empty disk and MAC.
+/// What every host has, whatever its BMC.
+struct Machinery {
+    name: String,
+    dir: PathBuf,
+    tap: String,
+    disk: PathBuf,
+    mac: String,
+}
+
+/// Host `index`'s directory, tap (made for `tap_owner`), empty disk and MAC.
 fn host_basics(
     lab: &LabState,
     args: &UpArgs,
     tools: &Tools,
     index: u16,
     tap_owner: Option<&str>,
-) -> anyhow::Result<(String, PathBuf, String, PathBuf, String)> {
+) -> anyhow::Result<Machinery> {
     let name = format!("node-{index}");
     let dir = lab.dir.join("hosts").join(&name);
     std::fs::create_dir_all(&dir)?;
@@ -302,7 +311,13 @@ fn host_basics(
     )?;
     let [high, low] = index.to_be_bytes();
     let mac = format!("52:54:00:77:{high:02x}:{low:02x}");
-    Ok((name, dir, tap, disk, mac))
+    Ok(Machinery {
+        name,
+        dir,
+        tap,
+        disk,
+        mac,
+    })
 }
 
 /// A libvirt domain of the lab's libvirtd, a system of its sushy-emulator.
@@ -313,7 +328,13 @@ fn make_redfish_host(
     redfish_tools: &RedfishTools,
     index: u16,
 ) -> anyhow::Result<LabHost> {
-    let (name, dir, tap, disk, mac) = host_basics(lab, args, tools, index, Some(redfish::USER))?;
+    let Machinery {
+        name,
+        dir,
+        tap,
+        disk,
+        mac,
+    } = host_basics(lab, args, tools, index, Some(redfish::USER))?;
     let uuid = redfish::random_uuid()?;
     redfish::define(
         redfish_tools,
@@ -356,7 +377,13 @@ fn make_ipmi_host(
     index: u16,
     password: &str,
 ) -> anyhow::Result<LabHost> {
-    let (name, dir, tap, disk, mac) = host_basics(lab, args, tools, index, None)?;
+    let Machinery {
+        name,
+        dir,
+        tap,
+        disk,
+        mac,
+    } = host_basics(lab, args, tools, index, None)?;
     Machine {
         name: name.clone(),
         qemu: tools.qemu.clone(),
@@ -563,12 +590,10 @@ pub(crate) fn tail(log: &Path) -> String {
 
 /// 16 hex characters (IPMI 2.0 passwords hold at most 20 bytes).
 fn random_password() -> anyhow::Result<String> {
-    use std::io::Read as _;
-    let mut bytes = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(process::random_bytes::<8>()?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
